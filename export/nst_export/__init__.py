@@ -1,0 +1,1 @@
+"""nst export stage."""

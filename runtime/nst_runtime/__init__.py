@@ -1,0 +1,5 @@
+"""nst lean runtime: run exported style networks without torch."""
+
+from .errors import NstError
+
+__all__ = ["NstError"]

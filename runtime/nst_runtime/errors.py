@@ -1,0 +1,56 @@
+"""The one exception hierarchy of nst.
+
+It lives in the runtime (the package with no heavy dependencies) so that every stage can share it without
+the runtime importing anything of the others. Messages say what was expected, what came, and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class NstError(Exception):
+    """Base of every error nst raises on purpose. Catch this to handle all of them."""
+
+    #: process exit code the command-line tools use for this kind of error
+    exit_code: int = 1
+
+
+class UsageError(NstError):
+    """A bad argument or option combination."""
+
+    exit_code = 2
+
+
+class CheckpointError(NstError):
+    """A checkpoint that cannot be read, is corrupt, or holds another architecture."""
+
+    exit_code = 3
+
+
+class ModelFileError(NstError):
+    """An ONNX file or engine that cannot be read, is corrupt, or does not match its sidecar."""
+
+    exit_code = 3
+
+
+class ImageError(NstError):
+    """An image that cannot be decoded, has an unsupported format, or is too large."""
+
+    exit_code = 4
+
+
+class ParityError(NstError):
+    """An exported artifact whose output differs from the PyTorch reference beyond the tolerance."""
+
+    exit_code = 5
+
+
+class BackendUnavailableError(NstError):
+    """A backend (TensorRT, a GPU, ONNX Runtime's CUDA provider) that this machine does not have."""
+
+    exit_code = 6
+
+
+class WeightsUnavailableError(NstError):
+    """Loss-network weights that could not be found or downloaded."""
+
+    exit_code = 7

@@ -1,0 +1,173 @@
+"""Checkpoint format: the TransformerNet state dict plus metadata, read without unrestricted unpickling.
+
+A ``.pth`` file holds ``{"format": "nst-checkpoint", "version": 1, "architecture": ..., "metadata": {...},
+"state_dict": {...}}`` and is read with ``torch.load(weights_only=True)``. A ``.safetensors`` file holds the
+tensors with the metadata as JSON in its header. Plain state dicts from pytorch/examples'
+``fast_neural_style`` load too, including old ones carrying InstanceNorm ``running_mean``/``running_var``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nst_runtime.errors import CheckpointError
+
+from .atomic import atomic_write
+from .model import ARCHITECTURE, TransformerNet
+
+FORMAT = "nst-checkpoint"
+FORMAT_VERSION = 1
+_STALE_NORM_KEY = re.compile(r"in\d+\.running_(mean|var)$|\.num_batches_tracked$")
+
+
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """What a checkpoint says about how it was made. Every field is optional for imported checkpoints."""
+
+    architecture: str = ARCHITECTURE
+    style_image_sha256: str | None = None
+    loss_weights: dict[str, Any] = field(default_factory=dict)
+    image_size: int | None = None
+    steps: int | None = None
+    vgg_weights: str | None = None
+    nst_version: str = "0.1.0"
+    source: str = "nst"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CheckpointMetadata:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    metadata: CheckpointMetadata
+    path: Path | None = None
+
+    def model(self, device: torch.device | str = "cpu") -> TransformerNet:
+        net = TransformerNet()
+        net.load_state_dict(self.state_dict)
+        return net.to(device).eval()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: TransformerNet | dict[str, torch.Tensor],
+                    metadata: CheckpointMetadata) -> Path:
+    """Write atomically; ``.safetensors`` by suffix, otherwise a ``torch.save`` file."""
+    path = Path(path)
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save as st_save
+
+        blob = st_save(state, metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
+                                        "metadata": json.dumps(metadata.to_dict())})
+        with atomic_write(path) as f:
+            f.write(blob)
+    else:
+        payload = {"format": FORMAT, "version": FORMAT_VERSION, "architecture": metadata.architecture,
+                   "metadata": metadata.to_dict(), "state_dict": state}
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        with atomic_write(path) as f:
+            f.write(buf.getvalue())
+    return path
+
+
+def _check_architecture(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = {k: v for k, v in state.items() if not _STALE_NORM_KEY.search(k)}
+    expected = TransformerNet().state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(
+            f"{path}: not a TransformerNet ({ARCHITECTURE}) checkpoint: parameter names differ, "
+            f"{'; '.join(parts)}. Expected an nst checkpoint or a pytorch/examples fast_neural_style state dict."
+        )
+    for k, ref in expected.items():
+        if tuple(state[k].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{path}: parameter {k} has shape {tuple(state[k].shape)}, TransformerNet expects "
+                f"{tuple(ref.shape)}: another architecture or width."
+            )
+        if not state[k].is_floating_point():
+            raise CheckpointError(f"{path}: parameter {k} has dtype {state[k].dtype}, expected a float tensor.")
+    return {k: state[k].float() for k in expected}
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read an nst checkpoint or a pytorch/examples state dict. Raises :class:`CheckpointError` with the file
+    name and the problem for anything else; never runs code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (an interrupted copy or download?).")
+    meta: dict[str, Any] = {}
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+            if "metadata" in header:
+                meta = json.loads(header["metadata"])
+        except Exception as exc:
+            raise CheckpointError(f"{path}: cannot read as safetensors ({type(exc).__name__}: {exc}).") from exc
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                msg = "the file holds Python objects beyond tensors (refused: loading it could run code)"
+            raise CheckpointError(f"{path}: cannot load checkpoint: {msg}.") from exc
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}.")
+        if obj.get("format") == FORMAT:
+            if obj.get("version") != FORMAT_VERSION:
+                raise CheckpointError(
+                    f"{path}: checkpoint format version {obj.get('version')!r}; this nst reads {FORMAT_VERSION}."
+                )
+            if obj.get("architecture") != ARCHITECTURE:
+                raise CheckpointError(
+                    f"{path}: architecture {obj.get('architecture')!r}, this nst builds {ARCHITECTURE!r}."
+                )
+            meta = dict(obj.get("metadata") or {})
+            state = obj.get("state_dict")
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{path}: nst checkpoint without a state_dict.")
+        else:
+            state = obj
+            meta = {"source": "pytorch/examples fast_neural_style (plain state dict)"}
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: the state dict holds values that are not tensors.")
+    state = _check_architecture(path, state)
+    return Checkpoint(state_dict=state, metadata=CheckpointMetadata.from_dict(meta), path=path)
