@@ -36,3 +36,45 @@ def random_vgg():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_vgg16("random")
+
+
+def _seeded_net(seed: int = 0):
+    import torch
+
+    from nst_train.model import TransformerNet
+
+    torch.manual_seed(seed)
+    net = TransformerNet().eval()
+    # Random init leaves every InstanceNorm affine at (1, 0); perturb them so the test network is less
+    # degenerate than a fresh one (a fresh net flatters FP16 parity and tiling metrics).
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.split(".")[-2].startswith("in"):
+                p.add_(torch.randn_like(p) * 0.3)
+    return net
+
+
+@pytest.fixture(scope="session")
+def tiny_net():
+    """A seeded TransformerNet (random weights with perturbed norms; not a trained network)."""
+    return _seeded_net()
+
+
+@pytest.fixture(scope="session")
+def checkpoint_path(tmp_path_factory, tiny_net):
+    """An nst checkpoint of ``tiny_net`` on disk."""
+    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    return save_checkpoint(path, tiny_net, CheckpointMetadata(steps=0))
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32_path(tmp_path_factory, checkpoint_path):
+    """FP32 ONNX (uint8 NHWC contract, dynamic N/H/W) with its sidecar, exported from ``checkpoint_path``.
+
+    Owned by the export stage: it must go through the same public function ``nst-export`` uses."""
+    from nst_export.onnx_export import onnx_from_checkpoint
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    return onnx_from_checkpoint(checkpoint_path, out)
