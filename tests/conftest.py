@@ -40,7 +40,6 @@ def random_vgg():
 
 def _seeded_net(seed: int = 0):
     import torch
-
     from nst_train.model import TransformerNet
 
     torch.manual_seed(seed)

@@ -4,7 +4,6 @@ import numpy as np
 def test_fixture_onnx_runs_with_exact_contract(onnx_fp32_path, tiny_net):
     import onnxruntime as ort
     import torch
-
     from nst_export.wrapper import DeployWrapper
 
     sess = ort.InferenceSession(str(onnx_fp32_path), providers=["CPUExecutionProvider"])

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import torch
-
 from nst_runtime.sidecar import Sidecar, TensorSpec, sidecar_path
 from nst_train.atomic import atomic_write
 from nst_train.checkpoint import file_sha256, load_checkpoint

@@ -7,9 +7,8 @@ the graph, so the host moves uint8 (a quarter of the bytes of float32) and does 
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from nst_train.model import SIZE_MULTIPLE, TransformerNet
+from torch import nn
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

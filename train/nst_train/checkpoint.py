@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from nst_runtime.errors import CheckpointError
 
 from .atomic import atomic_write
@@ -136,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
             with safe_open(str(path), framework="pt") as f:
                 header = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+                state = {k: f.get_tensor(k) for k in f.keys()}
             if "metadata" in header:
                 meta = json.loads(header["metadata"])
         except Exception as exc:

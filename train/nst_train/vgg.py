@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
-
 from nst_runtime.errors import WeightsUnavailableError
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def load_vgg16(weights: WeightsSpec = "imagenet", *, device: torch.device | str 
                     f"{path}: no such VGG-16 weights file. Pass --vgg-weights imagenet, a path, or random."
                 )
             state = _load_state(path)
-        missing, unexpected = net.load_state_dict(
+        missing, _unexpected = net.load_state_dict(
             {k: v for k, v in state.items() if int(k.split(".")[1]) < len(net.features)}, strict=False
         )
         if missing:
