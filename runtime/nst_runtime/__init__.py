@@ -1,5 +1,39 @@
-"""nst lean runtime: run exported style networks without torch."""
+"""nst lean runtime: run exported style networks (ONNX files, TensorRT engines) without torch.
 
-from .errors import NstError
+Importing this package loads numpy and Pillow only; onnxruntime, tensorrt, cuda-python and PyAV are
+imported when a backend or video is first used::
 
-__all__ = ["NstError"]
+    from PIL import Image
+    from nst_runtime import Stylizer
+
+    with Stylizer.open("candy.onnx") as stylizer:
+        stylizer.stylize(Image.open("photo.jpg")).save("photo.candy.png")
+"""
+
+from .errors import (
+    BackendUnavailableError,
+    BatchError,
+    ImageError,
+    MediaError,
+    ModelFileError,
+    NstError,
+    UsageError,
+)
+from .images import read_image, save_image
+from .sidecar import Sidecar, read_sidecar
+from .stylizer import Stylizer
+
+__all__ = [
+    "BackendUnavailableError",
+    "BatchError",
+    "ImageError",
+    "MediaError",
+    "ModelFileError",
+    "NstError",
+    "Sidecar",
+    "Stylizer",
+    "UsageError",
+    "read_image",
+    "read_sidecar",
+    "save_image",
+]

@@ -54,3 +54,13 @@ class WeightsUnavailableError(NstError):
     """Loss-network weights that could not be found or downloaded."""
 
     exit_code = 7
+
+
+class MediaError(ImageError):
+    """A video that cannot be decoded or encoded (a kind of :class:`ImageError`, same exit code)."""
+
+
+class BatchError(NstError):
+    """Some inputs of a batch (a folder, a list of files) failed; the others were written."""
+
+    exit_code = 8

@@ -54,6 +54,9 @@ class Sidecar:
     opset: int | None = None
     tensorrt_version: str | None = None
     version_compatible: bool = False
+    #: built with EXCLUDE_LEAN_RUNTIME: a version-compatible plan without the lean runtime embedded; the host
+    #: must load a tensorrt_lean library of the building TensorRT version (IRuntime.load_runtime)
+    exclude_lean_runtime: bool = False
     gpu_name: str | None = None
     compute_capability: str | None = None
     artifact_sha256: str | None = None

@@ -1,0 +1,297 @@
+"""Images as they come: decoding with limits, the mode policy, host padding, and atomic saving.
+
+The network sees uint8 RGB. Everything else is converted on the way in and restored on the way out:
+
+=====================  ===============================================  ============
+input mode             what the network gets                            output mode
+=====================  ===============================================  ============
+RGB                    as is                                            RGB
+RGBA, RGBa             RGB; alpha kept and put back                     RGBA
+L, 1                   gray replicated to RGB                           RGB
+LA, La                 gray replicated to RGB; alpha kept               RGBA
+I;16 (all variants),   scaled from 0..65535 to 0..255 (not clipped),    RGB
+I                      then as L (I values outside 0..65535 clipped)
+F                      read as 0.0..1.0, scaled to 0..255               RGB
+P (palette)            expanded; transparency becomes alpha             RGB / RGBA
+PA                     expanded; alpha kept                             RGBA
+CMYK, YCbCr, LAB, HSV  converted to RGB by Pillow                       RGB
+=====================  ===============================================  ============
+
+Files: EXIF orientation is applied when reading a file (:func:`read_image`). Images handed to
+:meth:`nst_runtime.Stylizer.stylize` as PIL images are taken as they are (their pixels, not their EXIF tag).
+Animated GIF, WebP and PNG: :func:`read_image` returns the first frame unless ``all_frames=True``; the CLI
+stylizes every frame and writes an animation of the same format with the same timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from .errors import ImageError, UsageError
+
+logger = logging.getLogger(__name__)
+
+#: Pillow decoders allowed to run on input files; anything else is refused before decoding.
+ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
+#: the default decompression-bomb limit (the same as Pillow's default ``Image.MAX_IMAGE_PIXELS``)
+DEFAULT_MAX_PIXELS = 89_478_485
+#: file name suffix -> Pillow format name, for writing
+FORMAT_BY_SUFFIX: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".gif": "GIF",
+}
+SUFFIX_BY_FORMAT: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp",
+                                    "TIFF": ".tif", "GIF": ".gif"}
+#: formats that can hold an alpha channel / several frames when we write them
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "GIF"})
+_ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+_pillow_limit_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded file: one frame or all frames of an animation, oriented upright, in their decoded modes."""
+
+    frames: tuple[Image.Image, ...]
+    format: str
+    #: per-frame display time in ms (animations only; empty for stills)
+    durations: tuple[int, ...] = ()
+    #: the animation's loop count (0 = forever) or None for stills
+    loop: int | None = None
+
+    @property
+    def is_animated(self) -> bool:
+        return len(self.frames) > 1
+
+
+def _allow_pillow_limit(max_pixels: int) -> None:
+    # Our own check runs first and is the policy; Pillow's guard stays as a backstop and is only ever raised
+    # (never lowered) so that a larger configured limit is not refused by Pillow's smaller default.
+    with _pillow_limit_lock:
+        current = Image.MAX_IMAGE_PIXELS
+        if current is not None and max_pixels > current:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    formats: Sequence[str] = ACCEPTED_FORMATS,
+    all_frames: bool = False,
+) -> DecodedImage:
+    """Decode an image file with only the ``formats`` decoders and a pixel limit checked before decoding.
+
+    EXIF orientation is applied. ``max_pixels=None`` disables the limit (only for trusted files).
+    Raises :class:`ImageError` for unreadable, unsupported, truncated or oversized files.
+    """
+    path = Path(path)
+    if max_pixels is not None:
+        _allow_pillow_limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=list(formats))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, expected an image file.") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{path}: not an image in an accepted format (expected one of {', '.join(formats)}). "
+            "Fix: convert it to PNG or JPEG, or check that the file is not truncated."
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {exc} Fix: raise the limit (--max-pixels) if you trust the file.") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc}).") from None
+    with img:
+        w, h = img.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageError(
+                f"{path}: {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
+                "(a guard against decompression bombs). Fix: raise the limit (--max-pixels, or "
+                "max_pixels=...) if you trust the file."
+            )
+        fmt = img.format or "PNG"
+        try:
+            if all_frames and getattr(img, "n_frames", 1) > 1:
+                frames, durations = [], []
+                for frame in ImageSequence.Iterator(img):
+                    durations.append(int(frame.info.get("duration", img.info.get("duration", 100)) or 100))
+                    frames.append(_upright(frame.copy()))
+                loop = img.info.get("loop", 0)
+                return DecodedImage(tuple(frames), fmt, tuple(durations), int(loop) if loop is not None else 0)
+            img.load()
+            return DecodedImage((_upright(img.copy()),), fmt)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageError(f"{path}: corrupt or truncated {fmt} data ({exc}).") from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    # exif_transpose keeps the palette and info; it returns a copy only when there is something to do
+    return ImageOps.exif_transpose(img) or img
+
+
+def pil_to_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split a PIL image into (RGB uint8 HxWx3, alpha uint8 HxW or None) following the module's mode table."""
+    mode = img.mode
+    if mode == "RGB":
+        return np.asarray(img), None
+    if mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(img.convert("RGBA") if mode == "RGBa" else img)
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    if mode in ("L", "1"):
+        return _gray_to_rgb(np.asarray(img.convert("L"))), None
+    if mode in ("LA", "La"):
+        la = np.asarray(img.convert("LA"))
+        return _gray_to_rgb(la[..., 0]), np.ascontiguousarray(la[..., 1])
+    if mode in _SIXTEEN_BIT_MODES:
+        return _gray_to_rgb(scale_16bit(np.asarray(img))), None
+    if mode == "F":
+        f = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0)
+        return _gray_to_rgb(np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)), None
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in img.info
+        conv = img.convert("RGBA" if has_alpha else "RGB")
+        return pil_to_planes(conv)
+    # CMYK, YCbCr, LAB, HSV and anything else Pillow can convert
+    try:
+        return np.asarray(img.convert("RGB")), None
+    except (ValueError, OSError) as exc:
+        raise ImageError(f"image mode {mode!r} cannot be converted to RGB ({exc}).") from None
+
+
+def scale_16bit(values: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 by rounding ``v * 255 / 65535`` (scaled, not clipped; out-of-range values clip)."""
+    v = np.clip(values.astype(np.int64), 0, 65535)
+    return ((v * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+
+
+def array_to_planes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split a numpy image into (RGB uint8 HxWx3, alpha or None).
+
+    Accepted: uint8 or uint16 (scaled to 8 bits), shape HxW or HxWx1 (gray), HxWx3 (RGB), HxWx4 (RGBA).
+    """
+    if not isinstance(arr, np.ndarray):
+        raise UsageError(f"expected a numpy array or a PIL image, got {type(arr).__name__}.")
+    if arr.dtype == np.uint16:
+        arr = scale_16bit(arr)
+    elif arr.dtype != np.uint8:
+        raise UsageError(
+            f"expected a uint8 (or uint16) image array, got dtype {arr.dtype}. "
+            "Fix: for floats in 0..1 pass np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)."
+        )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return _gray_to_rgb(arr), None
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return np.ascontiguousarray(arr), None
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return np.ascontiguousarray(arr[..., :3]), np.ascontiguousarray(arr[..., 3])
+    raise UsageError(
+        f"expected an image array of shape HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA), got shape {arr.shape}. "
+        "Fix: a CHW array needs arr.transpose(1, 2, 0); a batch goes to stylize_batch as a list."
+    )
+
+
+def merge_planes(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """RGB (+ alpha) -> HxWx3 or HxWx4 uint8."""
+    if alpha is None:
+        return rgb
+    return np.concatenate([rgb, alpha[..., None]], axis=2)
+
+
+def pad_to_min_size(rgb: np.ndarray, min_size: int) -> np.ndarray:
+    """Pad H and W (bottom/right) up to ``min_size`` by mirroring, so the padding holds image content.
+
+    Mirroring (numpy's ``symmetric``) works from 1x1 up and, unlike zero padding, does not drag a dark
+    border into the instance-norm statistics. The caller crops the output back to the original size.
+    """
+    h, w = rgb.shape[:2]
+    pad_h, pad_w = max(0, min_size - h), max(0, min_size - w)
+    if not pad_h and not pad_w:
+        return rgb
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+
+
+def output_format_for(input_format: str | None, requested: str | None, *, animated: bool = False) -> str:
+    """The Pillow format to write: ``requested`` if given, else the input's where sensible, else PNG."""
+    if requested:
+        fmt = requested.upper()
+        fmt = "JPEG" if fmt == "JPG" else "TIFF" if fmt == "TIF" else fmt
+        if fmt not in SUFFIX_BY_FORMAT:
+            raise UsageError(f"--format {requested!r}: expected one of png, jpeg, webp, bmp, tiff, gif.")
+        return fmt
+    fmt = (input_format or "PNG").upper()
+    if fmt == "GIF" and not animated:
+        return "PNG"  # a 256-colour palette throws the stylized colours away; keep stills lossless
+    return fmt if fmt in SUFFIX_BY_FORMAT else "PNG"
+
+
+def save_image(
+    frames: Image.Image | Sequence[Image.Image],
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    quality: int = 95,
+    durations: Sequence[int] = (),
+    loop: int | None = None,
+) -> Path:
+    """Write atomically (temp file in the same folder, then rename): a crash never leaves a partial file.
+
+    Several ``frames`` are written as an animation when the format allows (GIF, WebP, PNG), else only the
+    first frame is written and a warning is logged. Alpha is dropped for formats without it (JPEG, BMP).
+    """
+    path = Path(path)
+    frame_list = [frames] if isinstance(frames, Image.Image) else list(frames)
+    if not frame_list:
+        raise UsageError(f"{path}: nothing to save (no frames).")
+    fmt = (format or FORMAT_BY_SUFFIX.get(path.suffix.lower(), "PNG")).upper()
+    if fmt not in _ALPHA_FORMATS:
+        frame_list = [f.convert("RGB") if f.mode in ("RGBA", "LA", "PA") else f for f in frame_list]
+    if len(frame_list) > 1 and fmt not in _ANIMATED_FORMATS:
+        logger.warning("%s: %s cannot hold an animation; writing the first frame only", path, fmt)
+        frame_list = frame_list[:1]
+    params: dict[str, Any] = {}
+    if fmt in ("JPEG", "WEBP"):
+        params["quality"] = quality
+    if len(frame_list) > 1:
+        params.update(save_all=True, append_images=frame_list[1:], duration=list(durations) or 100,
+                      loop=0 if loop is None else loop)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            frame_list[0].save(f, format=fmt, **params)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -1,0 +1,301 @@
+"""``Stylizer``: one exported style network, opened on a backend, applied to images, batches and frames."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from .artifact import ModelArtifact, fp16_sibling, open_artifact
+from .errors import UsageError
+from .images import array_to_planes, merge_planes, pad_to_min_size, pil_to_planes
+from .pipeline import Stage, run_pipeline
+from .sidecar import Sidecar
+from .tiling import stylize_tiled
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "onnxruntime", "tensorrt"]
+ImageT = TypeVar("ImageT", Image.Image, np.ndarray)
+DEFAULT_TILE_OVERLAP = 64
+
+
+class Runner(Protocol):
+    """What a backend runner offers the Stylizer. ``infer`` must be safe to call from several threads."""
+
+    name: str
+    #: the largest (N, H, W) one call takes, or None where only memory limits it
+    max_shape: tuple[int, int, int] | None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class Stylizer:
+    """Run an exported style network (ONNX file or TensorRT engine) on images, batches and video frames.
+
+    Open it with :meth:`open` and use it as a context manager so that sessions, GPU buffers and CUDA
+    streams are freed on exit::
+
+        from nst_runtime import Stylizer
+        with Stylizer.open("candy.onnx") as s:
+            out = s.stylize(Image.open("photo.jpg"))     # PIL in, PIL out; numpy HxWx3 uint8 in, numpy out
+
+    All calls are thread-safe: one Stylizer can serve many threads.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        artifact: ModelArtifact,
+        *,
+        tile: int | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        batch_size: int = 1,
+        parallel_calls: int = 1,
+    ) -> None:
+        if tile is not None and tile < artifact.sidecar.min_size:
+            raise UsageError(f"tile {tile}: expected at least the model's minimum size {artifact.sidecar.min_size}.")
+        if batch_size < 1:
+            raise UsageError(f"batch_size {batch_size}: expected >= 1.")
+        self._runner: Runner | None = runner
+        self.artifact = artifact
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.batch_size = batch_size
+        #: how many calls may usefully run at once (overlapping upload, compute, download)
+        self.parallel_calls = max(1, parallel_calls)
+        # engines also have a profile minimum; images smaller than it are padded on the host like tiny ones
+        min_shape = getattr(runner, "min_shape", None)
+        self.min_size = max(artifact.sidecar.min_size, *(min_shape[1:] if min_shape else (0,)))
+
+    # ----------------------------------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: int | str = 0,
+        backend: Backend = "auto",
+        providers: Sequence[str] | None = None,
+        tile: int | None = None,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        batch_size: int = 1,
+        prefer_fp16: bool = True,
+        verify_hash: bool = True,
+        intra_op_threads: int | None = None,
+        contexts: int = 2,
+        cuda_graphs: bool = False,
+    ) -> Stylizer:
+        """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar.
+
+        Args:
+            device: GPU index, or ``"cpu"`` (ONNX Runtime only).
+            backend: ``"auto"`` picks TensorRT for engines and ONNX Runtime for ONNX files.
+            providers: ONNX Runtime providers to use instead of TensorRT → CUDA → CPU.
+            tile: largest height/width of one network call; larger images run in overlapping tiles.
+                Engines are also limited by their optimization profile's maximum.
+            tile_overlap: pixels neighbouring tiles share (cross-faded).
+            batch_size: images per call in :meth:`stylize_batch` / :meth:`stylize_frames`.
+            prefer_fp16: on a GPU provider, use ``model.fp16.onnx`` when it lies beside ``model.onnx``.
+            verify_hash: check the file's SHA-256 against the sidecar before loading it.
+            intra_op_threads: ONNX Runtime CPU threads per call (default: all cores).
+            contexts: TensorRT execution contexts (each with its own stream and buffers) in the pool.
+            cuda_graphs: TensorRT: capture a CUDA graph per input shape and replay it.
+
+        Raises:
+            ModelFileError: missing/mismatched sidecar, hash mismatch, corrupt or foreign file.
+            BackendUnavailableError: the backend, GPU, or matching TensorRT version is not here.
+            UsageError: an invalid option.
+        """
+        if backend not in ("auto", "onnxruntime", "tensorrt"):
+            raise UsageError(f"backend {backend!r}: expected 'auto', 'onnxruntime' or 'tensorrt'.")
+        artifact = open_artifact(path, verify_hash=verify_hash)
+        chosen = ("tensorrt" if artifact.kind == "tensorrt" else "onnxruntime") if backend == "auto" else backend
+        if chosen == "onnxruntime" and artifact.kind == "tensorrt":
+            raise UsageError(
+                f"{artifact.path}: a TensorRT engine runs only on the tensorrt backend. "
+                "Fix: pass the ONNX file for --backend onnxruntime, or drop --backend."
+            )
+        if chosen == "tensorrt" and artifact.kind == "onnx":
+            raise UsageError(
+                f"{artifact.path}: the tensorrt backend runs engines (.engine/.plan); this is an ONNX file. "
+                "Fix: build an engine with nst-export, or use --backend onnxruntime (its TensorRT provider "
+                "is used when available)."
+            )
+        if chosen == "tensorrt":
+            from .artifact import fallback_hint
+            from .errors import BackendUnavailableError
+            from .tensorrt_backend import EngineFromPath, TensorRTRunner
+
+            if device == "cpu":
+                raise UsageError("the tensorrt backend needs a GPU; device='cpu' works with ONNX files only.")
+            try:
+                runner_trt = TensorRTRunner(
+                    EngineFromPath(artifact.path, sidecar=artifact.sidecar, device=int(device)),
+                    contexts=contexts, cuda_graphs=cuda_graphs,
+                ).activate()
+            except BackendUnavailableError as exc:
+                if "ONNX" in str(exc):
+                    raise
+                raise BackendUnavailableError(str(exc) + fallback_hint(artifact.path)) from exc
+            return cls(runner_trt, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                       parallel_calls=contexts)
+
+        from .onnxruntime_backend import (
+            GPU_PROVIDERS,
+            OnnxRuntimeRunner,
+            SessionFromOnnx,
+            _ort,
+            select_providers,
+        )
+
+        chosen_providers = select_providers(_ort().get_available_providers(), device=device, requested=providers)
+        on_gpu = any((p[0] if isinstance(p, tuple) else p) in GPU_PROVIDERS for p in chosen_providers)
+        if on_gpu and prefer_fp16 and artifact.sidecar.precision == "fp32":
+            sibling = fp16_sibling(artifact.path)
+            if sibling is not None:
+                logger.info("GPU provider: using the FP16 graph %s", sibling.name)
+                artifact = open_artifact(sibling, verify_hash=verify_hash)
+        runner = OnnxRuntimeRunner(
+            SessionFromOnnx(artifact.path, providers=chosen_providers, intra_op_threads=intra_op_threads),
+            sidecar=artifact.sidecar,
+        ).activate()
+        return cls(runner, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                   parallel_calls=2 if runner.on_gpu else 1)
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Free the backend (session, GPU buffers, streams). Idempotent."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    def __enter__(self) -> Stylizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def sidecar(self) -> Sidecar:
+        return self.artifact.sidecar
+
+    @property
+    def path(self) -> Path:
+        return self.artifact.path
+
+    @property
+    def backend(self) -> str:
+        return self._active().name
+
+    def _active(self) -> Runner:
+        if self._runner is None:
+            raise UsageError("this Stylizer is closed; open a new one with Stylizer.open(...).")
+        return self._runner
+
+    # ----------------------------------------------------------------------------------------- core
+    def _tile_limits(self) -> tuple[int, int]:
+        limit_h = limit_w = self.tile if self.tile is not None else 1 << 30
+        max_shape = self._active().max_shape
+        if max_shape is not None:
+            limit_h, limit_w = min(limit_h, max_shape[1]), min(limit_w, max_shape[2])
+        return limit_h, limit_w
+
+    def _needs_tiles(self, h: int, w: int) -> bool:
+        limit_h, limit_w = self._tile_limits()
+        return max(h, self.min_size) > limit_h or max(w, self.min_size) > limit_w
+
+    def _infer_same_size(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        h, w = rgbs[0].shape[:2]
+        batch = np.stack([pad_to_min_size(x, self.min_size) for x in rgbs])
+        out = self._active().infer(batch)
+        if out.shape != batch.shape or out.dtype != np.uint8:
+            raise UsageError(f"backend returned {out.dtype} {out.shape} for input {batch.shape}; expected the same "
+                             "shape in uint8. The model does not follow the nst contract; re-export it.")
+        return [np.ascontiguousarray(o[:h, :w]) for o in out]
+
+    def stylize_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """The core: RGB uint8 HxWx3 in, RGB uint8 HxWx3 out, any size (padded or tiled as needed)."""
+        h, w = rgb.shape[:2]
+        if h < 1 or w < 1:
+            raise UsageError(f"image of {w}x{h} pixels: expected at least 1x1.")
+        if not self._needs_tiles(h, w):
+            return self._infer_same_size([rgb])[0]
+        limit_h, limit_w = self._tile_limits()
+        padded = pad_to_min_size(rgb, self.min_size)
+        out = stylize_tiled(padded, lambda t: self._infer_same_size([t])[0], tile_h=limit_h, tile_w=limit_w,
+                            overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)))
+        return out[:h, :w]
+
+    # ----------------------------------------------------------------------------------------- public calls
+    def stylize(self, image: ImageT) -> ImageT:
+        """Stylize one image: a PIL image (any mode) → PIL RGB/RGBA; a numpy array → numpy uint8.
+
+        numpy input: uint8 or uint16, HxW / HxWx1 (gray → HxWx3 out), HxWx3 RGB, HxWx4 RGBA (alpha kept).
+        """
+        return self.stylize_batch([image])[0]
+
+    def stylize_batch(self, images: Sequence[ImageT], *, batch_size: int | None = None) -> list[ImageT]:
+        """Stylize several images; same-size ones share calls of up to ``batch_size`` images."""
+        bs = batch_size or self.batch_size
+        max_shape = self._active().max_shape
+        if max_shape is not None:
+            bs = min(bs, max_shape[0])
+        planes = [_to_planes(im) for im in images]
+        results: list[np.ndarray | None] = [None] * len(planes)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (rgb, _) in enumerate(planes):
+            h, w = rgb.shape[:2]
+            if h < 1 or w < 1 or self._needs_tiles(h, w) or bs == 1:
+                results[i] = self.stylize_rgb(rgb)
+            else:
+                groups.setdefault((h, w), []).append(i)
+        for idx in groups.values():
+            for start in range(0, len(idx), bs):
+                chunk = idx[start:start + bs]
+                for i, out in zip(chunk, self._infer_same_size([planes[i][0] for i in chunk]), strict=True):
+                    results[i] = out
+        return [_from_planes(im, rgb_out, alpha) for im, rgb_out, (_, alpha) in zip(images, results, planes, strict=True)]
+
+    def stylize_frames(
+        self, frames: Iterable[ImageT], *, batch_size: int | None = None, prefetch: int = 4
+    ) -> Iterator[ImageT]:
+        """Stylize a stream of frames lazily, in order. The source is read in a background thread while the
+        network runs, and up to ``parallel_calls`` batches are in flight, so decoding overlaps compute."""
+        bs = batch_size or self.batch_size
+        chunks = _chunked(iter(frames), bs)
+        stage = Stage("stylize", lambda chunk: self.stylize_batch(chunk, batch_size=bs), workers=self.parallel_calls)
+        for outcome in run_pipeline(chunks, [stage], depth=max(prefetch, self.parallel_calls)):
+            if outcome.error is not None:
+                raise outcome.error
+            yield from outcome.value
+
+
+def _chunked(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
+
+
+def _to_planes(image: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(image, Image.Image):
+        return pil_to_planes(image)
+    if isinstance(image, np.ndarray):
+        return array_to_planes(image)
+    raise UsageError(f"expected a PIL image or a numpy HxWx3 uint8 array, got {type(image).__name__}.")
+
+
+def _from_planes(original: Any, rgb: np.ndarray | None, alpha: np.ndarray | None) -> Any:
+    if rgb is None:  # every index is filled by stylize_batch; reaching this is a bug, not a user error
+        raise RuntimeError("internal error: an image of the batch was not stylized")
+    merged = merge_planes(rgb, alpha)
+    if isinstance(original, Image.Image):
+        return Image.fromarray(merged, "RGBA" if alpha is not None else "RGB")
+    return merged

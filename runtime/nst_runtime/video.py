@@ -1,0 +1,155 @@
+"""Video through the same pipeline: PyAV decodes, the Stylizer runs, PyAV encodes; audio is remuxed.
+
+Decoding runs in the pipeline's feeder thread while frames are stylized and the main thread encodes, so
+the accelerator is not idle while the CPU decodes. The video stream is re-encoded (H.264 for MP4/MOV/MKV,
+VP9 for WebM, MPEG-4 Part 2 for AVI) with the input's frame timestamps; the first audio stream is copied
+packet for packet (no re-encoding) when the output container accepts its codec, and dropped with a warning
+otherwise. The output is written to a temporary file and renamed: no partial file on failure.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._lazy import import_optional
+from .errors import MediaError
+
+if TYPE_CHECKING:
+    from .stylizer import Stylizer
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+_CODEC_BY_SUFFIX = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
+                    ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+
+
+@dataclass(frozen=True)
+class VideoReport:
+    path: Path
+    frames: int
+    width: int
+    height: int
+    audio: str  # "copied", "none" or "dropped: <why>"
+    seconds: float
+
+
+def _av() -> Any:
+    return import_optional("av", purpose="video input", install="pip install 'nst[video]' (PyAV)")
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def stylize_video(
+    stylizer: Stylizer,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    batch_size: int | None = None,
+    crf: int = 18,
+    on_frame: Callable[[int], None] | None = None,
+) -> VideoReport:
+    """Stylize every frame of ``src`` into ``dst`` (container from ``dst``'s suffix), keeping timing and audio."""
+    import time
+
+    av = _av()
+    src, dst = Path(src), Path(dst)
+    codec = _CODEC_BY_SUFFIX.get(dst.suffix.lower())
+    if codec is None:
+        raise MediaError(f"{dst}: expected a video suffix ({', '.join(VIDEO_SUFFIXES)}) for the output.")
+    t0 = time.perf_counter()
+    try:
+        inp = av.open(str(src))
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"{src}: cannot open as a video ({exc}).") from None
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)
+    os.close(fd)
+    try:
+        with inp:
+            if not inp.streams.video:
+                raise MediaError(f"{src}: no video stream.")
+            vin = inp.streams.video[0]
+            vin.thread_type = "AUTO"
+            ain = inp.streams.audio[0] if inp.streams.audio else None
+            width, height = vin.codec_context.width, vin.codec_context.height
+            with av.open(tmp, "w", format=_container_format(dst)) as out:
+                rate = vin.average_rate or vin.guessed_rate or 25
+                vout = out.add_stream(codec, rate=rate)
+                vout.width, vout.height = width + width % 2, height + height % 2
+                vout.pix_fmt = "yuv420p"
+                vout.time_base = vin.time_base
+                if codec == "libx264":
+                    vout.options = {"crf": str(crf), "preset": "veryfast"}
+                audio_state, aout = "none", None
+                if ain is not None:
+                    try:
+                        aout = out.add_stream_from_template(ain)
+                        audio_state = "copied"
+                    except (av.FFmpegError, ValueError) as exc:
+                        audio_state = f"dropped: {exc}"
+                        logger.warning("%s: audio not kept (%s)", src, exc)
+                mux_lock = threading.Lock()
+                timestamps: collections.deque[int | None] = collections.deque()
+
+                def frames() -> Iterator[np.ndarray]:
+                    streams = [vin] + ([ain] if aout is not None else [])
+                    for packet in inp.demux(*streams):
+                        if packet.stream.type == "audio":
+                            if packet.dts is None:
+                                continue
+                            packet.stream = aout
+                            with mux_lock:
+                                out.mux(packet)
+                            continue
+                        for frame in packet.decode():
+                            timestamps.append(frame.pts)
+                            yield frame.to_ndarray(format="rgb24")
+
+                count = 0
+                for styled in stylizer.stylize_frames(frames(), batch_size=batch_size):
+                    if styled.shape[:2] != (vout.height, vout.width):
+                        styled = np.pad(styled, ((0, vout.height - height), (0, vout.width - width), (0, 0)),
+                                        mode="edge")
+                    vf = av.VideoFrame.from_ndarray(styled, format="rgb24")
+                    vf.pts = timestamps.popleft()
+                    vf.time_base = vin.time_base
+                    packets = vout.encode(vf)
+                    with mux_lock:
+                        out.mux(packets)
+                    count += 1
+                    if on_frame is not None:
+                        on_frame(count)
+                with mux_lock:
+                    out.mux(vout.encode(None))
+        os.replace(tmp, dst)
+    except av.FFmpegError as exc:
+        raise MediaError(f"{src}: video decoding/encoding failed ({exc}).") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return VideoReport(dst, count, width, height, audio_state, time.perf_counter() - t0)
+
+
+def _container_format(dst: Path) -> str:
+    return {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".mov": "mov"}.get(dst.suffix.lower(), "mp4")
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """Decode and count the video frames of ``path`` (used for progress totals and tests)."""
+    av = _av()
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))

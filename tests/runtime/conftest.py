@@ -1,0 +1,93 @@
+"""Runtime fixtures: a network whose uint8 output is not degenerate, exported through nst-export's function.
+
+The shared ``tiny_net`` has random weights: its raw output has a standard deviation of about 0.3 around 0,
+so after the graph's clamp to 0..255 about 95 % of its output pixels are 0 and parity/tiling/thread tests on
+it could hardly fail. ``vivid_net`` is the same seeded network with its last convolution scaled so the
+output spans 0..255 (mean ~128, std ~55) like a trained network's. Norm affines stay perturbed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def vivid_net(tiny_net):
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        net.deconv3.conv2d.weight.mul_(180.0)
+        net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
+    return net
+
+
+@pytest.fixture(scope="session")
+def vivid_onnx(tmp_path_factory, vivid_net):
+    """FP32 ONNX + sidecar of ``vivid_net``, written by ``nst_export.onnx_export.onnx_from_checkpoint``."""
+    from nst_export.onnx_export import onnx_from_checkpoint
+    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("vivid")
+    ckpt = save_checkpoint(folder / "vivid.pth", vivid_net, CheckpointMetadata(steps=0))
+    return onnx_from_checkpoint(ckpt, folder / "vivid.onnx")
+
+
+@pytest.fixture(scope="session")
+def stylizer(vivid_onnx):
+    from nst_runtime import Stylizer
+
+    with Stylizer.open(vivid_onnx, device="cpu") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def reference(vivid_net):
+    """PyTorch reference: uint8 HxWx3 -> uint8 HxWx3 through the deployment wrapper."""
+    import torch
+    from nst_export.wrapper import DeployWrapper
+
+    wrapper = DeployWrapper(vivid_net).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return wrapper(torch.from_numpy(np.ascontiguousarray(x)[None])).numpy()[0]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def make_image():
+    return natural_image
+
+
+@pytest.fixture(scope="session")
+def measure_psnr():
+    return psnr
+
+
+def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A photo-like test image: smooth fields at several scales, a few flat discs, sensor-like noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.float32)
+    for s in (4, 16, 64):
+        small = rng.random((h // s + 2, w // s + 2, 3)).astype(np.float32)
+        img += np.stack([np.asarray(Image.fromarray(small[..., c]).resize((w, h), Image.BICUBIC))
+                         for c in range(3)], -1) * (s / 84)
+    img = (img - img.min()) / (img.max() - img.min()) * 255
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(6):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(max(1, h // 10), max(2, h // 4))
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
