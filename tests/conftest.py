@@ -77,3 +77,13 @@ def onnx_fp32_path(tmp_path_factory, checkpoint_path):
 
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     return onnx_from_checkpoint(checkpoint_path, out)
+
+
+@pytest.fixture(scope="session")
+def onnx_fp16_path(tmp_path_factory, onnx_fp32_path, checkpoint_path):
+    """FP16 ONNX (convolutions FP16, InstanceNorm and I/O FP32) with its sidecar, made from ``onnx_fp32_path``
+    by the same public function ``nst-export --fp16`` uses, parity-gated against the PyTorch model."""
+    from nst_export.fp16 import fp16_onnx_from_onnx
+
+    out = tmp_path_factory.mktemp("onnx16") / "tiny.fp16.onnx"
+    return fp16_onnx_from_onnx(onnx_fp32_path, out, checkpoint=checkpoint_path)

@@ -1,34 +1,249 @@
-"""Checkpoint -> ONNX with the uint8 NHWC contract and dynamic N/H/W. (Provisional; the export stage owns it.)"""
+"""Checkpoint -> ONNX with the uint8 NHWC contract and dynamic N/H/W, checked and parity-gated.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, default since PyTorch 2.9;
+the TorchScript exporter is deprecated there and announced for removal). Its graph of this network is just the
+operators (Pad, Conv, InstanceNormalization, Relu, Resize, Add, Cast, Transpose, Clip, Round) with no
+Identity/Constant clutter, which keeps the FP16 conversion and TensorRT's parser on a clean graph.
+
+Opset: 18 by default, the lowest the dynamo exporter emits (its version converter cannot go down to 17:
+no adapter for Pad). TensorRT's ONNX parser documents opsets 9-24 for TensorRT 10.15 (onnx-tensorrt
+``docs/operators.md``) and 9-25 for TensorRT 11.x (NVIDIA "ONNX Opset Guide"), so 18 sits inside both; see
+``docs/export.md``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-import torch
+from nst_runtime.errors import ModelFileError, UsageError
 from nst_runtime.sidecar import Sidecar, TensorSpec, sidecar_path
-from nst_train.atomic import atomic_write
-from nst_train.checkpoint import file_sha256, load_checkpoint
 
+from .parity import (
+    DEFAULT_SHAPES,
+    DEFAULT_TOLERANCE,
+    ParityReport,
+    ParityTolerance,
+    check_parity,
+    torch_reference,
+)
 from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, DeployWrapper
 
-DEFAULT_OPSET = 17
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+#: lowest opset the dynamo exporter emits .. highest documented for TensorRT 10.15's parser (11.x: 25)
+MIN_OPSET, MAX_OPSET = 18, 24
+DYNAMIC_DIMS = ("batch", "height", "width")
+#: upper bounds given to torch.export for the symbolic dims (they do not end up in the ONNX file)
+_MAX_DIM = 1 << 16
 
 
-def onnx_from_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                         opset: int = DEFAULT_OPSET) -> Path:
-    ckpt = load_checkpoint(checkpoint)
-    wrapper = DeployWrapper(ckpt.model()).eval()
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+_now = utc_now  # the name tiling_graph.py imports
+
+
+@contextlib.contextmanager
+def _quiet_torch_exporter() -> Iterator[None]:
+    """The dynamo exporter logs and warns about things irrelevant here (missing torchvision ops, deprecations)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def export_onnx_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
+    """Export a TransformerNet wrapped in :class:`DeployWrapper` to an in-memory, checked ``onnx.ModelProto``."""
+    import torch
+    from torch.export import Dim
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(
+            f"opset {opset} is outside the supported range {MIN_OPSET}..{MAX_OPSET}: {MIN_OPSET} is the lowest "
+            f"the PyTorch exporter emits, {MAX_OPSET} the highest TensorRT 10.x's ONNX parser documents. "
+            f"Pass --opset {DEFAULT_OPSET} (the default)."
+        )
+    wrapper = DeployWrapper(net).eval().float().cpu()
     example = torch.zeros((1, 64, 64, 3), dtype=torch.uint8)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.export.tmp")
-    axes = {0: "batch", 1: "height", 2: "width"}
-    torch.onnx.export(wrapper, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      opset_version=opset, dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, dynamo=False)
+    dims = {0: Dim("batch", min=1, max=_MAX_DIM), 1: Dim("height", min=MIN_SIZE, max=_MAX_DIM),
+            2: Dim("width", min=MIN_SIZE, max=_MAX_DIM)}
+    with _quiet_torch_exporter():
+        program = torch.onnx.export(
+            wrapper, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamo=True, dynamic_shapes=(dims,), optimize=True, verbose=False,
+        )
+    model = program.model_proto
+    _name_dynamic_dims(model)
+    model.producer_name = "nst-export"
+    _set_metadata(model, {"nst.contract": "uint8 NHWC RGB in [0,255] -> uint8 NHWC RGB, same N/H/W",
+                          "nst.min_size": str(MIN_SIZE)})
+    check_onnx_model(model)
+    return model
+
+
+def _name_dynamic_dims(model: Any) -> None:
+    """The exporter names the output dims with sympy expressions equal to the input dims; name both plainly."""
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for d, name in zip(dims, DYNAMIC_DIMS, strict=False):
+            d.ClearField("dim_value")
+            d.dim_param = name
+
+
+def _set_metadata(model: Any, items: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in items.items():
+        prop = existing.get(key) or model.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def check_onnx_model(model: Any, *, expect_precision: str | None = None) -> None:
+    """Structural checks every nst ONNX graph must pass; :class:`ModelFileError` listing what is wrong.
+
+    ``onnx.checker`` (full check, with shape inference), one uint8 input and output named per the contract,
+    dynamic N/H/W and C == 3, and InstanceNormalization nodes present: TensorRT maps that op type natively and
+    the FP16 conversion keeps exactly that op type in FP32, so a decomposed norm would silently lose both.
+    """
+    import onnx
+
+    problems: list[str] = []
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
+    for kind, values, name in (("input", model.graph.input, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
+        if len(values) != 1 or values[0].name != name:
+            problems.append(f"expected one {kind} named {name!r}, found {[v.name for v in values]}")
+            continue
+        tensor = values[0].type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.UINT8:
+            problems.append(f"{kind} dtype {onnx.TensorProto.DataType.Name(tensor.elem_type)}, expected UINT8")
+        dims = tensor.shape.dim
+        if len(dims) != 4:
+            problems.append(f"{kind} rank {len(dims)}, expected 4 (NHWC)")
+            continue
+        for axis, d in zip(DYNAMIC_DIMS, dims, strict=False):
+            if not d.dim_param or d.HasField("dim_value"):
+                problems.append(f"{kind} {axis} is fixed ({d.dim_value}), expected dynamic")
+        if dims[3].dim_value != 3:
+            problems.append(f"{kind} channels {dims[3].dim_value or dims[3].dim_param!r}, expected 3")
+    ops = [n.op_type for n in model.graph.node]
+    if ops.count("InstanceNormalization") == 0:
+        problems.append("no InstanceNormalization nodes (the norm was decomposed); TensorRT's native mapping and "
+                        "the FP32 island of the FP16 graph rely on that op type")
+    if expect_precision is not None:
+        conv_dtypes = _conv_weight_dtypes(model)
+        want = onnx.TensorProto.FLOAT16 if expect_precision == "fp16" else onnx.TensorProto.FLOAT
+        wrong = sorted(name for name, dt in conv_dtypes.items() if dt != want)
+        if wrong:
+            problems.append(f"{len(wrong)} Conv weights not {expect_precision} (e.g. {wrong[0]})")
+    if problems:
+        raise ModelFileError(
+            f"the exported ONNX graph breaks the nst contract: {'; '.join(problems)}. This is a bug in the "
+            "export (or an unsupported PyTorch version); please report it with `pip list` output."
+        )
+
+
+def _conv_weight_dtypes(model: Any) -> dict[str, int]:
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    return {n.input[1]: inits.get(n.input[1], 0) for n in model.graph.node if n.op_type == "Conv"}
+
+
+def save_model(model: Any, path: str | os.PathLike[str]) -> None:
+    import onnx
+
+    onnx.save_model(model, os.fspath(path))
+
+
+def temp_path_for(out: Path) -> Path:
+    """A hidden temp name in the destination folder (same filesystem, so the final rename is atomic)."""
+    return out.with_name(f".{out.name}.{os.getpid()}.tmp")
+
+
+def publish(tmp: Path, out: Path, sidecar: Sidecar) -> Path:
+    """Move a checked artifact into place, then write its sidecar atomically."""
+    from nst_train.atomic import atomic_write
+
     os.replace(tmp, out)
-    meta = Sidecar(kind="onnx", precision="fp32", input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME),
-                   min_size=MIN_SIZE, opset=opset, artifact_sha256=file_sha256(out),
-                   checkpoint_sha256=file_sha256(checkpoint))
-    with atomic_write(sidecar_path(out), "w") as f:
-        f.write(meta.to_json())
+    try:
+        with atomic_write(sidecar_path(out), "w") as f:
+            f.write(sidecar.to_json())
+        make_readable(out)
+        make_readable(sidecar_path(out))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        raise
     return out
+
+
+def make_readable(path: Path) -> None:
+    """Temp files are created 0600; artifacts are shared (Triton, containers), so give them the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~umask)
+
+
+def onnx_from_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    tolerance: ParityTolerance = DEFAULT_TOLERANCE,
+    parity_shapes: Sequence[tuple[int, int, int]] = DEFAULT_SHAPES,
+) -> Path:
+    """Export ``checkpoint`` (nst or pytorch/examples state dict) to an FP32 ONNX file at ``out``.
+
+    The file is written to a temp name, checked (:func:`check_onnx_model`) and parity-gated against the PyTorch
+    FP32 model (:func:`~nst_export.parity.check_parity`); only then is it renamed to ``out`` and its sidecar
+    (``out + ".json"``, with the parity numbers) written. On any failure nothing is left at ``out``.
+    Raises :class:`CheckpointError`, :class:`ParityError`, :class:`ModelFileError`, :class:`UsageError`.
+    """
+    from nst_train.checkpoint import file_sha256, load_checkpoint
+
+    out = Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    net = ckpt.model()
+    log.info("exporting %s to ONNX (opset %d, dynamic N/H/W)", checkpoint, opset)
+    model = export_onnx_model(net, opset=opset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(out)
+    try:
+        save_model(model, tmp)
+        report = check_parity(tmp, torch_reference(net), precision="fp32", reference_name="pytorch-fp32",
+                              tolerance=tolerance, shapes=parity_shapes, label=str(out))
+        log.info("FP32 parity: %s", report.summary())
+        meta = onnx_sidecar(precision="fp32", opset=opset, artifact_sha256=file_sha256(tmp),
+                            checkpoint_sha256=file_sha256(checkpoint), onnx_sha256=None,
+                            parity=report, architecture=ckpt.metadata.architecture)
+        return publish(tmp, out, meta)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def onnx_sidecar(*, precision: str, opset: int | None, artifact_sha256: str, checkpoint_sha256: str | None,
+                 onnx_sha256: str | None, parity: ParityReport, architecture: str | None) -> Sidecar:
+    return Sidecar(
+        kind="onnx", precision=precision,  # type: ignore[arg-type]
+        input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME), min_size=MIN_SIZE, opset=opset,
+        artifact_sha256=artifact_sha256, checkpoint_sha256=checkpoint_sha256, onnx_sha256=onnx_sha256,
+        parity=parity.to_dict(), architecture=architecture, created_at=utc_now(),
+    )

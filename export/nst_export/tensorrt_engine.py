@@ -1,0 +1,229 @@
+"""ONNX -> TensorRT engine (a serialized plan) with its sidecar. Runs unchanged on TensorRT 10.x and 11.x.
+
+Only API names present in both versions' bindings are used (``tests/export/test_trt_api.py`` checks that
+statically): named tensors, no binding indices; networks created STRONGLY_TYPED, so precision comes from the
+ONNX tensor types (TensorRT 11 removed ``BuilderFlag.FP16``; in 10.x strongly typed networks ignore it);
+``build_serialized_network``; ``builder_optimization_level``; timing cache through
+``create_timing_cache``/``set_timing_cache``/``get_timing_cache``.
+
+``tensorrt`` is imported inside the functions: this module imports on any machine, and without TensorRT or
+a GPU :class:`BackendUnavailableError` (exit code 6) says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nst_runtime.errors import BackendUnavailableError, ModelFileError, UsageError
+from nst_runtime.sidecar import ShapeProfile, Sidecar, TensorSpec, read_sidecar, sidecar_path
+
+from .onnx_export import make_readable, utc_now
+from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+#: thumbnails (the graph's minimum) .. 4K UHD landscape; tactics tuned for 1080p. Portrait 4K needs
+#: --max-shape 1x3840x2160 (or 1x3840x3840 for both orientations, at ~1.8x the activation memory).
+DEFAULT_PROFILE = ShapeProfile(min=(1, MIN_SIZE, MIN_SIZE), opt=(1, 1080, 1920), max=(1, 2160, 3840))
+DEFAULT_OPTIMIZATION_LEVEL = 3  # TensorRT's own default; 0..5
+_SHAPE = re.compile(r"^\s*(\d+)\s*[xX,]\s*(\d+)\s*[xX,]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    compute_capability: str
+
+
+def parse_shape(text: str, *, option: str = "shape") -> tuple[int, int, int]:
+    """``"1x720x1280"`` -> ``(1, 720, 1280)`` (N, H, W); :class:`UsageError` with an example otherwise."""
+    m = _SHAPE.match(text)
+    if not m:
+        raise UsageError(f"--{option} {text!r}: expected NxHxW (batch x height x width), e.g. 1x720x1280.")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+def validate_profile(profile: ShapeProfile) -> ShapeProfile:
+    """min <= opt <= max per axis, N >= 1, H and W >= the graph's minimum."""
+    for label, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
+        if len(shape) != 3:
+            raise UsageError(f"{label} shape {shape}: expected (N, H, W).")
+        if shape[0] < 1 or shape[1] < MIN_SIZE or shape[2] < MIN_SIZE:
+            raise UsageError(f"{label} shape {'x'.join(map(str, shape))}: N must be >= 1 and H, W >= {MIN_SIZE} "
+                             f"(smaller images are padded by the runtime). E.g. --min-shape 1x{MIN_SIZE}x{MIN_SIZE}.")
+    for axis, name in enumerate(("N", "H", "W")):
+        lo, mid, hi = profile.min[axis], profile.opt[axis], profile.max[axis]
+        if not lo <= mid <= hi:
+            raise UsageError(f"optimization profile {name}: need min <= opt <= max, got {lo}, {mid}, {hi}. "
+                             "Fix --min-shape/--opt-shape/--max-shape.")
+    return profile
+
+
+def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, or :class:`BackendUnavailableError` with the install fix."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"building a TensorRT engine needs the Python package 'tensorrt', which cannot be imported here "
+            f"({exc}). Fix: on a machine with an NVIDIA GPU, `pip install tensorrt` (10.x or 11.x), or pass "
+            "--onnx-only to stop after the ONNX files (ONNX Runtime and Triton's onnxruntime backend run them)."
+        ) from exc
+    return trt
+
+
+def gpu_info() -> GpuInfo:
+    """Name and compute capability of CUDA device 0 (where TensorRT builds), via torch."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a dependency of the export extra
+        raise BackendUnavailableError(f"cannot query the GPU: torch is not importable ({exc}).") from exc
+    if not torch.cuda.is_available():
+        raise BackendUnavailableError(
+            "building a TensorRT engine needs a CUDA GPU, and none is visible here (torch.cuda.is_available() is "
+            "False: no GPU, no driver, or a CPU-only torch build). Fix: run nst-export on the GPU machine that "
+            "will serve the engine, or pass --onnx-only."
+        )
+    major, minor = torch.cuda.get_device_capability(0)
+    return GpuInfo(name=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}")
+
+
+def _parser_errors(parser: Any) -> list[str]:
+    errors = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        where = f"node {err.node()} ({err.node_operator()} {err.node_name()!r})" if err.node() >= 0 else "graph"
+        errors.append(f"[{i + 1}] {where}: {err.desc()} ({err.code()})")
+    return errors
+
+
+def _logger(trt: Any) -> Any:
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def engine_from_onnx(
+    onnx_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    profile: ShapeProfile = DEFAULT_PROFILE,
+    timing_cache: str | os.PathLike[str] | None = None,
+    optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
+    version_compatible: bool = False,
+    exclude_lean_runtime: bool | None = None,
+    workspace_bytes: int | None = None,
+) -> Path:
+    """Build a TensorRT engine from an nst ONNX file and write it (atomically) with its sidecar.
+
+    ``profile``: the input's min/opt/max (N, H, W). ``timing_cache``: a file to load tactic timings from (if
+    it exists) and to save them to afterwards, which makes rebuilds much faster. ``optimization_level``:
+    ``builder_optimization_level`` (0..5; higher builds longer and may run faster). ``version_compatible``:
+    the plan runs on later TensorRT versions of the same major version and on ``tensorrt_lean``;
+    ``exclude_lean_runtime`` (default: same as ``version_compatible``) leaves the lean runtime out of the plan
+    (smaller file; the host supplies it). Precision is whatever the ONNX file holds (strongly typed network).
+
+    Raises :class:`BackendUnavailableError` (no tensorrt / no GPU), :class:`ModelFileError` (parser errors,
+    listed one by one; build failure), :class:`UsageError` (bad profile or options).
+    """
+    from nst_train.atomic import atomic_write
+    from nst_train.checkpoint import file_sha256
+
+    onnx_path, out = Path(onnx_path), Path(out)
+    profile = validate_profile(profile)
+    if not 0 <= optimization_level <= 5:
+        raise UsageError(f"builder optimization level {optimization_level}: expected 0..5 (TensorRT's default 3).")
+    if exclude_lean_runtime is None:
+        exclude_lean_runtime = version_compatible
+    if exclude_lean_runtime and not version_compatible:
+        raise UsageError("excluding the lean runtime only applies to version-compatible engines; add "
+                         "--version-compatible.")
+    if not onnx_path.is_file():
+        raise ModelFileError(f"{onnx_path}: no such ONNX file. Export it first (nst-export CHECKPOINT --onnx-only).")
+    onnx_meta = read_sidecar(onnx_path)
+    trt = import_tensorrt()
+    gpu = gpu_info()
+    log.info("building TensorRT %s engine on %s (sm %s) from %s", trt.__version__, gpu.name,
+             gpu.compute_capability, onnx_path.name)
+
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.fspath(onnx_path)):
+        errors = _parser_errors(parser)
+        raise ModelFileError(
+            f"{onnx_path}: TensorRT {trt.__version__}'s ONNX parser rejected the graph with {len(errors)} "
+            f"error(s): " + "; ".join(errors) + ". Fix: re-export with this nst version (opset 18); if the "
+            "errors name an operator, this TensorRT version does not support it."
+        )
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if names != [INPUT_NAME]:
+        raise ModelFileError(f"{onnx_path}: expected one input {INPUT_NAME!r}, the parsed network has {names}.")
+
+    config = builder.create_builder_config()
+    config.builder_optimization_level = optimization_level
+    if workspace_bytes is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if exclude_lean_runtime:
+        config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(INPUT_NAME, (*profile.min, 3), (*profile.opt, 3), (*profile.max, 3))
+    config.add_optimization_profile(opt_profile)
+
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    cache_blob = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
+    if cache_path is not None:
+        log.info("timing cache %s (%s)", cache_path, f"{len(cache_blob)} bytes loaded" if cache_blob else "new")
+    cache = config.create_timing_cache(cache_blob)
+    # strict check (ignore_mismatch=False): timings measured on another GPU would pick wrong tactics
+    if cache is None or not config.set_timing_cache(cache, False):
+        log.warning("timing cache %s was made by another TensorRT version or GPU, or is corrupt; starting a "
+                    "new one (it will be overwritten)", cache_path)
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, False)
+
+    start = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    build_time = time.perf_counter() - start
+    if plan is None:
+        raise ModelFileError(
+            f"TensorRT {trt.__version__} could not build an engine from {onnx_path} (see the TensorRT messages "
+            "above). Common fixes: a smaller --max-shape (GPU memory), or --builder-opt-level 3."
+        )
+    log.info("engine built in %.1f s", build_time)
+
+    if cache_path is not None:
+        with atomic_write(cache_path) as f:
+            f.write(memoryview(config.get_timing_cache().serialize()))
+    with atomic_write(out) as f:
+        f.write(memoryview(plan))
+    try:
+        meta = Sidecar(
+            kind="tensorrt", precision=onnx_meta.precision, input=TensorSpec(INPUT_NAME),
+            output=TensorSpec(OUTPUT_NAME), min_size=MIN_SIZE, profile=profile, opset=onnx_meta.opset,
+            tensorrt_version=trt.__version__, version_compatible=version_compatible,
+            exclude_lean_runtime=exclude_lean_runtime, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
+            artifact_sha256=file_sha256(out), checkpoint_sha256=onnx_meta.checkpoint_sha256,
+            onnx_sha256=file_sha256(onnx_path),
+            # the engine itself is not run here; these are the numbers of the ONNX file it was built from
+            parity={**onnx_meta.parity, "measured_on": f"source ONNX {onnx_path.name}"},
+            build_time_s=round(build_time, 3), architecture=onnx_meta.architecture,
+            created_at=utc_now(),
+        )
+        with atomic_write(sidecar_path(out), "w") as f:
+            f.write(meta.to_json())
+        make_readable(out)
+        make_readable(sidecar_path(out))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+        raise
+    return out

@@ -1,0 +1,123 @@
+"""nst-export end to end: exit codes, files, summary, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _run(argv, capsys):
+    from nst_export.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_teaches_with_examples_and_exit_codes(capsys):
+    from nst_export.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("examples:", "nst-export mosaic.pth --fp16", "--onnx-only", "exit codes:", "--triton-repo",
+                   "--min-shape", "--timing-cache", "--version-compatible", "--builder-opt-level", "--fp32-tol",
+                   "--fp16-min-psnr"):
+        assert needle in text
+
+
+@pytest.fixture(scope="module")
+def plain_state_dict(tmp_path_factory, tiny_net):
+    """The tiny net saved the way pytorch/examples' fast_neural_style saves (a bare state dict, with the stale
+    InstanceNorm running stats that old torch versions wrote)."""
+    import torch
+
+    state = dict(tiny_net.state_dict())
+    state["in1.running_mean"] = torch.zeros(32)
+    state["in1.running_var"] = torch.ones(32)
+    path = tmp_path_factory.mktemp("examples") / "udnie.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_fp16_onnx_only_with_triton_repo(plain_state_dict, tmp_path, capsys):
+    from nst_runtime.sidecar import read_sidecar
+
+    out_dir, repo = tmp_path / "out", tmp_path / "repo"
+    code, out, err = _run([plain_state_dict, "--fp16", "--onnx-only", "--out-dir", out_dir, "--triton-repo", repo],
+                          capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["udnie.fp16.onnx", "udnie.fp16.onnx.json", "udnie.onnx", "udnie.onnx.json"]
+    assert read_sidecar(out_dir / "udnie.fp16.onnx").parity["passed"]
+    assert (repo / "udnie" / "config.pbtxt").is_file() and (repo / "udnie" / "1" / "model.onnx").is_file()
+    assert "[1/3]" in err and "[3/3]" in err  # progress per step
+    # the summary table: one row per file with the parity numbers
+    assert "udnie.onnx" in out and "udnie.fp16.onnx" in out and ("dB" in out or "identical" in out)
+    assert "max |diff|" in out
+
+
+@pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed: the engine step would run")
+def test_without_tensorrt_stops_at_the_engine_with_exit_6(onnx_fp32_path, checkpoint_path, tmp_path, capsys,
+                                                          monkeypatch):
+    import nst_export.onnx_export as onnx_export
+    from nst_runtime.sidecar import sidecar_path
+
+    def reuse_fixture(checkpoint, out, **_):  # the FP32 export itself is covered above; save a minute here
+        shutil.copyfile(onnx_fp32_path, out)
+        shutil.copyfile(sidecar_path(onnx_fp32_path), sidecar_path(out))
+        return out
+
+    monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", reuse_fixture)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = _run([checkpoint_path, "--fp16", "--out-dir", out_dir, "--name", "m"], capsys)
+    assert code == 6
+    assert "engine step" in err and "--onnx-only" in err and "Traceback" not in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["m.fp16.onnx", "m.fp16.onnx.json", "m.onnx", "m.onnx.json"]
+    assert out == ""  # no summary for a failed run
+
+    # a failing FP16 gate: exit 5, the FP16 file is not written
+    shutil.rmtree(out_dir)
+    out_dir.mkdir()
+    code, _, err = _run([checkpoint_path, "--fp16", "--onnx-only", "--out-dir", out_dir, "--name", "m",
+                         "--fp16-min-psnr", "300"], capsys)
+    assert code == 5 and "parity gate" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["m.onnx", "m.onnx.json"]
+
+
+@pytest.mark.parametrize("content", [None, b"", b"PK\x03\x04 not really"])
+def test_bad_checkpoint_exit_3_one_line_no_files(tmp_path, capsys, content):
+    ckpt = tmp_path / "model.pth"
+    if content is not None:
+        ckpt.write_bytes(content)
+    out_dir = tmp_path / "out"
+    code, _, err = _run([ckpt, "--fp16", "--out-dir", out_dir], capsys)
+    assert code == 3
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("nst-export: error:") and "model.pth" in lines[-1]
+    assert "Traceback" not in err
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--max-shape", "1x100"], "NxHxW"),
+    (["--min-shape", "1x64x64", "--opt-shape", "1x32x32"], "min <= opt <= max"),
+    (["--fp32-tol", "-1"], "fp32_max_abs_levels"),
+    (["--opset", "13", "--onnx-only"], "opset 13"),
+])
+def test_bad_options_exit_2(tmp_path, capsys, checkpoint_path, argv, match):
+    from nst_export.cli import main
+
+    try:
+        code = main([str(checkpoint_path), "--out-dir", str(tmp_path / "o"), *argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and match in err
+    assert not (tmp_path / "o").exists()
