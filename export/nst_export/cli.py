@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="base name of the files (default: the checkpoint's file name stem)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s; see docs/export.md)")
+    p.add_argument("--no-tiling-graph", dest="tiling_graph", action="store_false",
+                   help="skip NAME.tiling.onnx, the graph the runtime uses to stylize images larger than the "
+                        "engine's profile in tiles with whole-image InstanceNorm statistics (without it, such "
+                        "images fall back to blended tiles with visible tone shifts)")
     group = p.add_argument_group("TensorRT engine")
     group.add_argument("--onnx-only", action="store_true",
                        help="stop after the ONNX files (success without TensorRT)")
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     name = args.name or args.checkpoint.stem
     out_dir: Path = args.out_dir
     steps = ["FP32 ONNX + parity"] + (["FP16 ONNX + parity"] if args.fp16 else [])
+    steps += ["tiling ONNX + check"] if args.tiling_graph else []
     steps += [] if args.onnx_only else ["TensorRT engine"]
     steps += ["Triton repository"] if args.triton_repo else []
     written: list[Path] = []
@@ -181,6 +186,13 @@ def run(args: argparse.Namespace) -> list[Path]:
                                           tolerance=tolerance)
         written.append(deploy_onnx)
         done(t0, deploy_onnx)
+    if args.tiling_graph:
+        from .tiling_graph import tiling_onnx_from_checkpoint
+
+        t0 = begin("tiling ONNX (whole-image statistics for large images)")
+        tiling = tiling_onnx_from_checkpoint(args.checkpoint, out_dir / f"{name}.tiling.onnx", opset=args.opset)
+        written.append(tiling)
+        done(t0, tiling)
     artifact = deploy_onnx
     if not args.onnx_only:
         t0 = begin("TensorRT engine")

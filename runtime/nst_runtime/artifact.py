@@ -72,8 +72,11 @@ def fallback_hint(path: Path) -> str:
     return " Or run the engine's ONNX file with --backend onnxruntime, which works anywhere."
 
 
-def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True) -> ModelArtifact:
-    """Find ``path`` and its sidecar and check them against each other (no backend involved)."""
+def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, role: str = "stylize") -> ModelArtifact:
+    """Find ``path`` and its sidecar and check them against each other (no backend involved).
+
+    ``role``: ``"stylize"`` for a model to run, ``"tiling"`` for the tiling graph beside it.
+    """
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file. Fix: check the path (an .onnx file or an engine).")
@@ -86,10 +89,14 @@ def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True) -> 
             f"{path}: the sidecar {sidecar_path(path).name} describes a {meta.kind!r} artifact, but the file "
             f"name says {kind!r}. Fix: the sidecar belongs to another file; re-export."
         )
-    for role, spec in (("input", meta.input), ("output", meta.output)):
+    if meta.role != role:
+        fix = ("the tiling graph is found beside the model, not opened on its own. Fix: pass NAME.onnx or the "
+               "engine." if meta.role == "tiling" else "Fix: re-export; nst-export writes NAME.tiling.onnx.")
+        raise ModelFileError(f"{path}: its sidecar says role {meta.role!r}; expected {role!r}: {fix}")
+    for io, spec in (("input", meta.input), ("output", meta.output)):
         if spec.dtype != "uint8" or spec.layout != "NHWC" or spec.channels != "RGB":
             raise ModelFileError(
-                f"{path}: the {role} {spec.name!r} is {spec.dtype} {spec.layout} {spec.channels}; this runtime "
+                f"{path}: the {io} {spec.name!r} is {spec.dtype} {spec.layout} {spec.channels}; this runtime "
                 "expects uint8 NHWC RGB (the nst deployment contract). Fix: re-export with nst-export."
             )
     if meta.min_size < 1:
@@ -106,7 +113,162 @@ def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True) -> 
                     "Fix: re-export it (or restore the matching sidecar)."
                     + (fallback_hint(path) if kind == "tensorrt" else "")
                 )
+    if kind == "onnx":
+        check_onnx_external_data(path)
     return ModelArtifact(path, kind, meta)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ONNX external data. A tensor may keep its bytes in another file named by ``external_data["location"]``; a
+# hostile file could name ``../../home/user/.ssh/id_rsa`` or ``/etc/shadow`` and have the file's bytes read
+# into weights (and so, through the output, leak them). onnxruntime >= 1.20 refuses such paths itself, but the
+# runtime supports older ones and TensorRT's parser, and the sidecar hash does not cover external files, so the
+# runtime checks every location itself, without importing onnx: a few protobuf messages are walked by field
+# number (onnx.proto: ModelProto.graph=7, .training_info=20, .functions=25; GraphProto.node=1,
+# .initializer=5, .sparse_initializer=15; NodeProto.attribute=5; AttributeProto.t=5, .g=6, .tensors=10,
+# .graphs=11, .sparse_tensor=22, .sparse_tensors=23; SparseTensorProto.values=1, .indices=2;
+# TensorProto.external_data=13; StringStringEntryProto.key=1, .value=2; TrainingInfoProto.initialization=1,
+# .algorithm=2; FunctionProto.node=7, .attribute_proto=11).
+
+_ONNX_CHILDREN: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+}
+_MAX_ONNX_DEPTH = 100  # protobuf's own default recursion limit: a deeper file fails to parse anyway
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _Malformed("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _skip_group(buf: memoryview, pos: int, end: int, field: int, depth: int) -> int:
+    if depth > _MAX_ONNX_DEPTH:
+        raise _TooDeep(f"groups nested deeper than {_MAX_ONNX_DEPTH}")
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        inner, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            pos += length
+        elif wire == 3:
+            pos = _skip_group(buf, pos, end, inner, depth + 1)
+        elif wire == 4 and inner == field:
+            return pos
+        else:
+            raise _Malformed(f"wire type {wire} in a group")
+    raise _Malformed("unterminated group")
+
+
+def _walk(buf: memoryview, pos: int, end: int, kind: str, depth: int, found: list[str]) -> None:
+    if depth > _MAX_ONNX_DEPTH:
+        raise _TooDeep(f"messages nested deeper than {_MAX_ONNX_DEPTH}")
+    children = _ONNX_CHILDREN.get(kind, {})
+    entry: dict[int, bytes] = {}
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 3:  # a group (legal for unknown fields, and protobuf's own parser skips it): skip it too
+            pos = _skip_group(buf, pos, end, field, depth + 1)
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos + length > end:
+                raise _Malformed("a field runs past the end of its message")
+            if kind == "entry" and field in (1, 2):
+                entry[field] = bytes(buf[pos:pos + length])
+            elif field in children:
+                _walk(buf, pos, pos + length, children[field], depth + 1, found)
+            pos += length
+        else:  # an end-group without its start, or wire types 6/7: not protobuf
+            raise _Malformed(f"wire type {wire}")
+        if pos > end:
+            raise _Malformed("a field runs past the end of its message")
+    if kind == "entry" and entry.get(1) == b"location":
+        found.append(entry.get(2, b"").decode("utf-8", "replace"))
+
+
+def onnx_external_data_locations(path: Path) -> list[str]:
+    """Every ``external_data`` location named in the ONNX file ``path``.
+
+    The scan accepts everything protobuf's parser accepts (unknown fields, groups). A file that is not
+    well-formed protobuf returns what was found before the damage: no parser can load such a file, so it
+    cannot read external data either, and the backend reports it in its own words."""
+    import mmap
+
+    found: list[str] = []
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return found
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            view = memoryview(mm)
+            try:
+                _walk(view, 0, len(view), "model", 0, found)
+            except _Malformed as exc:
+                logger.debug("%s: not well-formed protobuf (%s); leaving the verdict to the backend", path, exc)
+            except _TooDeep as exc:  # cannot be scanned to the end, so it cannot be cleared: refuse it
+                raise ModelFileError(f"{path}: {exc}; refused (no exported model nests that deep). "
+                                     "Fix: re-export with nst-export.") from None
+            finally:
+                view.release()
+    return found
+
+
+def check_onnx_external_data(path: Path) -> None:
+    """Refuse an ONNX file whose tensors read external data from outside its own folder."""
+    folder = path.resolve().parent
+    for location in onnx_external_data_locations(path):
+        if "\0" in location or not location:
+            raise ModelFileError(f"{path}: a tensor names an invalid external data location {location[:80]!r}; "
+                                 "the file is corrupt. Fix: re-export with nst-export.")
+        target = Path(location)
+        escapes = target.is_absolute() or location.startswith(("/", "\\")) or ":" in location[:3]
+        if not escapes:
+            try:
+                resolved = (folder / target).resolve()
+            except (OSError, RuntimeError, ValueError):  # symlink loops, names too long
+                resolved = None
+            escapes = resolved is None or (resolved != folder and folder not in resolved.parents)
+        if escapes:
+            raise ModelFileError(
+                f"{path}: a tensor reads external data from {location!r}, outside the model's folder; refused "
+                "(a model may only read data files beside it). Fix: re-export the model self-contained "
+                "(nst-export never writes external data)."
+            )
+        logger.warning("%s: reads external data from %s, which the sidecar's hash does not cover", path, location)
 
 
 def parse_version(text: str) -> tuple[int, ...]:

@@ -33,8 +33,9 @@ examples:
   nst-stylize candy.onnx a.png b.png -o out/ --format webp    choose the output format
   nst-stylize candy.onnx x.jpg -o out/ --device cpu           ONNX Runtime on CPU even if a GPU exists
 
-exit codes: 0 all done, 2 usage, 3 model file, 4 image/video, 6 backend unavailable,
-            8 some inputs of a batch failed (the others were written)
+exit codes: 0 all done, 2 usage, 3 model file, 4 image/video (a single input that cannot be read),
+            6 backend unavailable, 8 some inputs of a batch failed (the others were written), 9 output not writable
+            (disk full: the previous file is kept), 1 other file system errors
 """
 
 
@@ -123,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NstError as exc:
         print(f"nst-stylize: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file system error nst did not wrap: still one line, no traceback
+        print(f"nst-stylize: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("nst-stylize: interrupted", file=sys.stderr)
         return 130
@@ -144,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
                          "add -r for subfolders).")
     providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
     failures: list[tuple[Path, str]] = []
+    only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
     done = 0
     with Stylizer.open(args.model, device=device, backend=args.backend, providers=providers, tile=args.tile,
                        tile_overlap=args.tile_overlap, batch_size=args.batch_size, verify_hash=not args.no_verify,
@@ -180,6 +185,8 @@ def _run(args: argparse.Namespace) -> int:
                         logger.info("%s -> %s", outcome.item.src, outcome.value)
                     else:
                         failures.append((outcome.item.src, _describe(outcome.error)))
+                        if isinstance(outcome.error, NstError):
+                            only_error = outcome.error
                     bar.update(1)
         for job in video_jobs:
             with tqdm(unit="frame", disable=args.quiet or None, desc=job.src.name) as bar:
@@ -188,13 +195,21 @@ def _run(args: argparse.Namespace) -> int:
                                            on_frame=lambda _n: bar.update(1))
                     done += 1
                     logger.info("%s -> %s: %d frames, audio %s", job.src, report.path, report.frames, report.audio)
+                    if report.skipped_packets:
+                        failures.append((job.src, f"{report.skipped_packets} undecodable video packets skipped "
+                                                  f"(a damaged stretch or tail); {report.frames} frames written "
+                                                  f"to {report.path}"))
                 except Exception as exc:  # per-file: report at the end, keep going
                     failures.append((job.src, _describe(exc)))
+                    if isinstance(exc, NstError):
+                        only_error = exc
+    if len(jobs) == 1 and len(failures) == 1 and only_error is not None and done == 0:
+        raise only_error  # a single input: its own one-line error and exit code (4 for a bad image)
     if failures:
         print(f"nst-stylize: {len(failures)} of {len(jobs)} inputs failed:", file=sys.stderr)
         for src, why in failures:
             print(f"  {why}" if why.startswith(str(src)) else f"  {src}: {why}", file=sys.stderr)
-        raise BatchError(f"{len(failures)} of {len(jobs)} inputs failed (listed above); {done} written to "
+        raise BatchError(f"{len(failures)} of {len(jobs)} inputs failed or were incomplete (listed above); {done} written to "
                          f"{args.output}.")
     if not args.quiet:
         print(f"nst-stylize: {done} written to {args.output}", file=sys.stderr)

@@ -64,3 +64,24 @@ class BatchError(NstError):
     """Some inputs of a batch (a folder, a list of files) failed; the others were written."""
 
     exit_code = 8
+
+
+class WriteError(NstError, OSError):
+    """An output file that could not be written (disk full, no permission, read-only filesystem).
+
+    Writes are atomic, so the previous file at that path, if any, is left intact and no temp file remains.
+    Also an :class:`OSError` (with ``errno`` set), so code that catches ``OSError`` keeps working.
+    """
+
+    exit_code = 9
+
+
+def write_error(path: object, exc: OSError) -> WriteError:
+    """The one-line :class:`WriteError` for an ``OSError`` raised while writing ``path``."""
+    if isinstance(exc, WriteError):
+        return exc
+    why = exc.strerror or str(exc) or type(exc).__name__
+    err = WriteError(f"{path}: cannot write ({why}); the previous file, if any, is unchanged. "
+                     "Fix: free disk space or choose another output location.")
+    err.errno = exc.errno
+    return err

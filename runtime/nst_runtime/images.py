@@ -31,7 +31,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from .errors import ImageError, UsageError
+from .errors import ImageError, UsageError, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -102,16 +102,22 @@ def read_image(
 ) -> DecodedImage:
     """Decode an image file with only the ``formats`` decoders and a pixel limit checked before decoding.
 
-    EXIF orientation is applied. ``max_pixels=None`` disables the limit (only for trusted files).
-    Raises :class:`ImageError` for unreadable, unsupported, truncated or oversized files.
+    EXIF orientation is applied. ``max_pixels=None`` disables the limit (only for trusted files). With
+    ``all_frames``, an animation's frames count together against ``max_pixels`` (they are held in memory
+    at once). Raises :class:`ImageError` for unreadable, unsupported, truncated or oversized files: whatever
+    a decoder raises on a damaged or hostile file becomes one line naming the file.
     """
     path = Path(path)
     if max_pixels is not None:
         _allow_pillow_limit(max_pixels)
     try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageError(f"{path}: the file is empty (an interrupted copy or download?).")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path, formats=list(formats))
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file.") from None
     except IsADirectoryError:
@@ -122,30 +128,62 @@ def read_image(
             "Fix: convert it to PNG or JPEG, or check that the file is not truncated."
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: {exc} Fix: raise the limit (--max-pixels) if you trust the file.") from None
+        raise ImageError(_too_many_pixels(path, "the header's size", _pixels_in(exc), max_pixels)) from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc}).") from None
+    except Exception as exc:  # a decoder's header parser tripping over hostile bytes (struct.error, …)
+        raise ImageError(f"{path}: corrupt image header ({type(exc).__name__}: {exc}).") from None
     with img:
-        w, h = img.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageError(
-                f"{path}: {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
-                "(a guard against decompression bombs). Fix: raise the limit (--max-pixels, or "
-                "max_pixels=...) if you trust the file."
-            )
         fmt = img.format or "PNG"
         try:
-            if all_frames and getattr(img, "n_frames", 1) > 1:
-                frames, durations = [], []
+            w, h = img.size
+            _check_pixels(path, w, h, max_pixels)
+            n_frames = int(getattr(img, "n_frames", 1) or 1) if all_frames else 1
+            if n_frames > 1:
+                if max_pixels is not None and n_frames * w * h > max_pixels:
+                    raise ImageError(_too_many_pixels(path, f"{n_frames} frames of {w}x{h}", n_frames * w * h,
+                                                      max_pixels))
+                frames, durations, total = [], [], 0
                 for frame in ImageSequence.Iterator(img):
+                    total += frame.size[0] * frame.size[1]  # TIFF pages may differ in size; check before decoding
+                    if max_pixels is not None and total > max_pixels:
+                        raise ImageError(_too_many_pixels(path, f"an animation of {len(frames) + 1}+ frames",
+                                                          total, max_pixels))
+                    decoded = frame.copy()  # decode first: WebP sets a frame's duration only once it is loaded
                     durations.append(int(frame.info.get("duration", img.info.get("duration", 100)) or 100))
-                    frames.append(_upright(frame.copy()))
+                    frames.append(_upright(decoded))
                 loop = img.info.get("loop", 0)
                 return DecodedImage(tuple(frames), fmt, tuple(durations), int(loop) if loop is not None else 0)
             img.load()
             return DecodedImage((_upright(img.copy()),), fmt)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageError(f"{path}: corrupt or truncated {fmt} data ({exc}).") from None
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageError(_too_many_pixels(path, "a frame's size", _pixels_in(exc), max_pixels)) from None
+        except MemoryError:
+            raise ImageError(f"{path}: not enough memory to decode this {fmt} image.") from None
+        except Exception as exc:  # OSError "truncated", ValueError, SyntaxError, EOFError, struct.error, …
+            raise ImageError(f"{path}: corrupt or truncated {fmt} data ({type(exc).__name__}: {exc}).") from None
+
+
+def _too_many_pixels(path: Path, what: str, pixels: int | None, max_pixels: int | None) -> str:
+    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    return (f"{path}: {what} = {pixels if pixels is not None else 'too many'} pixels, more than the limit of "
+            f"{limit} (a guard against decompression bombs). Fix: raise the limit (--max-pixels, or "
+            "max_pixels=...) if you trust the file.")
+
+
+def _pixels_in(exc: Exception) -> int | None:
+    """The pixel count in Pillow's DecompressionBombError message ("Image size (N pixels) exceeds …")."""
+    import re
+
+    match = re.search(r"\((\d+) pixels\)", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _check_pixels(path: Path, w: int, h: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(_too_many_pixels(path, f"{w}x{h}", w * h, max_pixels))
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -169,8 +207,8 @@ def pil_to_planes(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if mode in _SIXTEEN_BIT_MODES:
         return _gray_to_rgb(scale_16bit(np.asarray(img))), None
     if mode == "F":
-        f = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0)
-        return _gray_to_rgb(np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)), None
+        f = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        return _gray_to_rgb(np.rint(f * 255.0).astype(np.uint8)), None
     if mode in ("P", "PA"):
         has_alpha = mode == "PA" or "transparency" in img.info
         conv = img.convert("RGBA" if has_alpha else "RGB")
@@ -263,7 +301,9 @@ def save_image(
     durations: Sequence[int] = (),
     loop: int | None = None,
 ) -> Path:
-    """Write atomically (temp file in the same folder, then rename): a crash never leaves a partial file.
+    """Write atomically (temp file in the same folder, fsync, rename): a crash or a full disk never leaves a
+    partial file, and the previous file at ``path`` stays intact. Raises :class:`WriteError` when the file
+    cannot be written.
 
     Several ``frames`` are written as an animation when the format allows (GIF, WebP, PNG), else only the
     first frame is written and a warning is logged. Alpha is dropped for formats without it (JPEG, BMP).
@@ -284,14 +324,47 @@ def save_image(
     if len(frame_list) > 1:
         params.update(save_all=True, append_images=frame_list[1:], duration=list(durations) or 100,
                       loop=0 if loop is None else loop)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        frame_list[0].save(f, format=fmt, **params)
+    return path
+
+
+def _read_umask() -> int:
+    # os.umask can only be read by setting it, which races with other threads; read it once, at import
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temp file name beside ``path``; when the block ends without error, the temp file is fsynced
+    and renamed over ``path`` (so ``path`` is either the old file or the complete new one, even if the
+    process is killed). On any error the temp file is removed and an ``OSError`` (disk full, no permission)
+    becomes one-line :class:`~nst_runtime.errors.WriteError`. The file gets the umask's mode, as ``open``."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            frame_list[0].save(f, format=fmt, **params)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
-    return path

@@ -65,6 +65,9 @@ class Sidecar:
     parity: dict[str, Any] = field(default_factory=dict)
     build_time_s: float | None = None
     architecture: str | None = None
+    #: "stylize" (the deploy graph or engine) or "tiling" (NAME.tiling.onnx: statistics in, moments out; used
+    #: by the runtime to tile large images with whole-image instance-norm statistics)
+    role: str = "stylize"
     nst_version: str = "0.1.0"
     created_at: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -89,7 +92,37 @@ class Sidecar:
                 kw[key] = TensorSpec(**spec)
         if isinstance(kw.get("profile"), dict):
             kw["profile"] = ShapeProfile(**{k: tuple(v) for k, v in kw["profile"].items()})
-        return cls(**kw)
+        meta = cls(**kw)
+        meta._check_types()
+        return meta
+
+    def _check_types(self) -> None:
+        """A sidecar is read before anything else and steers every later check: wrong types are refused here
+        (as ValueError, which read_sidecar reports as a malformed sidecar), not deep inside the runtime."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        need(self.kind in ("onnx", "tensorrt"), f"kind {self.kind!r}, expected 'onnx' or 'tensorrt'")
+        need(self.precision in ("fp32", "fp16"), f"precision {self.precision!r}, expected 'fp32' or 'fp16'")
+        for io in ("input", "output"):
+            spec = getattr(self, io)
+            need(isinstance(spec, TensorSpec) and all(isinstance(getattr(spec, f), str)
+                                                      for f in ("name", "dtype", "layout", "channels")),
+                 f"{io} is {spec!r}, expected an object with string name/dtype/layout/channels")
+        need(isinstance(self.min_size, int) and not isinstance(self.min_size, bool),
+             f"min_size {self.min_size!r}, expected an integer")
+        if self.profile is not None:
+            need(isinstance(self.profile, ShapeProfile) and all(
+                len(shape) == 3 and all(isinstance(d, int) for d in shape)
+                for shape in (self.profile.min, self.profile.opt, self.profile.max)),
+                f"profile {self.profile!r}, expected min/opt/max as [N, H, W] integers")
+        for name in ("tensorrt_version", "gpu_name", "compute_capability", "artifact_sha256", "checkpoint_sha256",
+                     "onnx_sha256", "architecture", "created_at"):
+            value = getattr(self, name)
+            need(value is None or isinstance(value, str), f"{name} {value!r}, expected a string or null")
+        need(isinstance(self.role, str), f"role {self.role!r}, expected a string")
+        need(isinstance(self.parity, dict), f"parity {self.parity!r}, expected an object")
 
 
 def sidecar_path(artifact: str | os.PathLike[str]) -> Path:
@@ -106,5 +139,7 @@ def read_sidecar(artifact: str | os.PathLike[str]) -> Sidecar:
         )
     try:
         return Sidecar.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path}: malformed sidecar ({exc}). Re-export with nst-export.") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: malformed sidecar ({str(exc)[:200]}). Re-export with nst-export.") from exc
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the sidecar ({exc.strerror or exc}).") from exc

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -17,7 +18,14 @@ from .errors import UsageError
 from .images import array_to_planes, merge_planes, pad_to_min_size, pil_to_planes
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
-from .tiling import stylize_tiled
+from .tiling import (
+    DEFAULT_TILE_HALO,
+    TilingGraph,
+    find_tiling_graph,
+    stylize_exact,
+    stylize_tiled,
+    tiling_graph_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +68,27 @@ class Stylizer:
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         batch_size: int = 1,
         parallel_calls: int = 1,
+        tile_halo: int = DEFAULT_TILE_HALO,
+        tiling_graph: Callable[[], TilingGraph] | None = None,
     ) -> None:
         if tile is not None and tile < artifact.sidecar.min_size:
             raise UsageError(f"tile {tile}: expected at least the model's minimum size {artifact.sidecar.min_size}.")
         if batch_size < 1:
             raise UsageError(f"batch_size {batch_size}: expected >= 1.")
+        if tile_halo < 0:
+            raise UsageError(f"tile_halo {tile_halo}: expected >= 0 pixels (default {DEFAULT_TILE_HALO}).")
         self._runner: Runner | None = runner
         self.artifact = artifact
         self.tile = tile
         self.tile_overlap = tile_overlap
+        #: exact tiling: context pixels around each tile's core (see nst_runtime.tiling)
+        self.tile_halo = tile_halo
         self.batch_size = batch_size
+        # the tiling graph is opened on the first image that needs tiles (most never do)
+        self._load_tiling = tiling_graph
+        self._tiling: TilingGraph | None = None
+        self._tiling_checked = False
+        self._tiling_lock = threading.Lock()
         #: how many calls may usefully run at once (overlapping upload, compute, download)
         self.parallel_calls = max(1, parallel_calls)
         # engines also have a profile minimum; images smaller than it are padded on the host like tiny ones
@@ -93,6 +112,7 @@ class Stylizer:
         intra_op_threads: int | None = None,
         contexts: int = 2,
         cuda_graphs: bool = False,
+        tile_halo: int = DEFAULT_TILE_HALO,
     ) -> Stylizer:
         """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar.
 
@@ -102,7 +122,10 @@ class Stylizer:
             providers: ONNX Runtime providers to use instead of TensorRT → CUDA → CPU.
             tile: largest height/width of one network call; larger images run in overlapping tiles.
                 Engines are also limited by their optimization profile's maximum.
-            tile_overlap: pixels neighbouring tiles share (cross-faded).
+            tile_overlap: fallback tiling (no ``NAME.tiling.onnx``): pixels neighbouring tiles share
+                (cross-faded).
+            tile_halo: exact tiling (``NAME.tiling.onnx`` beside the model): context pixels around each
+                tile's core; lowered where the tile size leaves no room for it.
             batch_size: images per call in :meth:`stylize_batch` / :meth:`stylize_frames`.
             prefer_fp16: on a GPU provider, use ``model.fp16.onnx`` when it lies beside ``model.onnx``.
             verify_hash: check the file's SHA-256 against the sidecar before loading it.
@@ -118,6 +141,9 @@ class Stylizer:
         if backend not in ("auto", "onnxruntime", "tensorrt"):
             raise UsageError(f"backend {backend!r}: expected 'auto', 'onnxruntime' or 'tensorrt'.")
         artifact = open_artifact(path, verify_hash=verify_hash)
+        tiling = dict(tile_halo=tile_halo, tiling_graph=_tiling_loader(
+            artifact.path, device=device, providers=providers, intra_op_threads=intra_op_threads,
+            verify_hash=verify_hash))
         chosen = ("tensorrt" if artifact.kind == "tensorrt" else "onnxruntime") if backend == "auto" else backend
         if chosen == "onnxruntime" and artifact.kind == "tensorrt":
             raise UsageError(
@@ -147,7 +173,7 @@ class Stylizer:
                     raise
                 raise BackendUnavailableError(str(exc) + fallback_hint(artifact.path)) from exc
             return cls(runner_trt, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
-                       parallel_calls=contexts)
+                       parallel_calls=contexts, **tiling)
 
         from .onnxruntime_backend import (
             GPU_PROVIDERS,
@@ -169,7 +195,7 @@ class Stylizer:
             sidecar=artifact.sidecar,
         ).activate()
         return cls(runner, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
-                   parallel_calls=2 if runner.on_gpu else 1)
+                   parallel_calls=2 if runner.on_gpu else 1, **tiling)
 
     # ----------------------------------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -177,6 +203,7 @@ class Stylizer:
         if self._runner is not None:
             self._runner.close()
             self._runner = None
+        self._tiling = None
 
     def __enter__(self) -> Stylizer:
         return self
@@ -231,9 +258,45 @@ class Stylizer:
             return self._infer_same_size([rgb])[0]
         limit_h, limit_w = self._tile_limits()
         padded = pad_to_min_size(rgb, self.min_size)
+        graph = self._tiling_graph()
+        if graph is not None:
+            return stylize_exact(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo)[:h, :w]
         out = stylize_tiled(padded, lambda t: self._infer_same_size([t])[0], tile_h=limit_h, tile_w=limit_w,
                             overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)))
         return out[:h, :w]
+
+    @property
+    def tiling_mode(self) -> str:
+        """``"exact"`` (whole-image statistics, NAME.tiling.onnx found) or ``"feathered"`` (the fallback)."""
+        return "exact" if self._tiling_graph() is not None else "feathered"
+
+    def _tiling_graph(self) -> TilingGraph | None:
+        with self._tiling_lock:
+            if not self._tiling_checked:
+                self._tiling_checked = True
+                self._tiling = self._open_tiling_graph()
+            return self._tiling
+
+    def _open_tiling_graph(self) -> TilingGraph | None:
+        from .errors import BackendUnavailableError
+
+        expected = tiling_graph_path(self.path)
+        if self._load_tiling is not None:
+            try:
+                return self._load_tiling()
+            except BackendUnavailableError as exc:
+                reason = f"it cannot run here ({exc})"
+            except FileNotFoundError:
+                reason = f"there is no {expected.name} (with its sidecar) beside the model"
+        else:
+            reason = "no tiling graph was given"
+        logger.warning(
+            "%s: large images run in feathered tiles with per-tile instance-norm statistics, which shows as "
+            "colour/contrast seams (about 16 dB PSNR against the untiled output on the test image), because %s. "
+            "Fix for exact whole-image statistics: export the tiling graph (nst_export.tiling_graph."
+            "tiling_onnx_from_checkpoint; nst-export writes NAME.tiling.onnx) and put it beside the model.",
+            self.path.name, reason)
+        return None
 
     # ----------------------------------------------------------------------------------------- public calls
     def stylize(self, image: ImageT) -> ImageT:
@@ -277,6 +340,27 @@ class Stylizer:
             if outcome.error is not None:
                 raise outcome.error
             yield from outcome.value
+
+
+def _tiling_loader(
+    model: Path, *, device: int | str, providers: Sequence[str] | None, intra_op_threads: int | None,
+    verify_hash: bool,
+) -> Callable[[], TilingGraph]:
+    """Opens ``NAME.tiling.onnx`` beside ``model`` on ONNX Runtime (providers picked as for ONNX files);
+    FileNotFoundError when it is not there."""
+
+    def load() -> TilingGraph:
+        from .onnxruntime_backend import _ort, select_providers
+        from .tiling import open_tiling_graph
+
+        path = find_tiling_graph(model)
+        if path is None:
+            raise FileNotFoundError(tiling_graph_path(model))
+        chosen = select_providers(_ort().get_available_providers(), device=device, requested=providers)
+        return open_tiling_graph(path, providers=chosen, intra_op_threads=intra_op_threads,
+                                 verify_hash=verify_hash)
+
+    return load
 
 
 def _chunked(it: Iterator[Any], n: int) -> Iterator[list[Any]]:

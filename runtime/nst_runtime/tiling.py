@@ -1,19 +1,49 @@
-"""Images larger than one call allows: overlapping tiles blended with feathered (linear-ramp) weights.
+"""Images larger than one call allows: tiles with whole-image instance-norm statistics (exact mode), or
+overlapping tiles with per-tile statistics, cross-faded (fallback).
 
-Each tile is a full network call, so its instance-norm statistics are the tile's, not the image's; tiles
-are therefore made as large as the backend allows (fewer, larger tiles have statistics closer to the whole
-image's) and overlap, and the overlaps are cross-faded so no hard seam remains. See docs/runtime.md for the
-measured seam metric and its limits.
+**Exact mode** needs the tiling graph ``NAME.tiling.onnx`` that ``nst_export.tiling_graph`` writes beside
+``NAME.onnx``: its InstanceNorm layers take their mean/variance as inputs and it reports the moments of each
+layer's input over the pixels a tile owns. The whole image is reflection-padded to a multiple of 4 (as the
+deploy graph pads it), cut into *cores* that partition it (boundaries at multiples of 4, so every strided
+convolution samples the whole-image grid), and each core is run inside a window that adds a *halo* of
+context. Statistics are found layer by layer: pass k runs every tile with the whole-image statistics of
+layers < k already known, and combines the tiles' moments of layer k (Chan et al.'s parallel mean/variance,
+in float64). A 16th pass runs with all 15 statistics and keeps each tile's core. With a halo at least the
+network's receptive-field reach (~54 px) the result equals the untiled output up to float rounding; the cost
+is 16 network passes over the tiles (tiling is for images beyond the engine's profile or memory).
+
+**Fallback** (no tiling graph, e.g. only an engine was shipped): each tile is an ordinary network call with
+its own statistics, and overlaps are cross-faded with linear ramps. That hides hard edges, not the per-tile
+colour/contrast shift. See docs/runtime.md for both modes' measured PSNR.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import logging
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import ModelFileError, UsageError
+
+logger = logging.getLogger(__name__)
+
+#: tile windows and cores start and end at multiples of this (the network's two stride-2 convolutions)
+TILE_MULTIPLE = 4
+#: context around each core in exact mode; >= the network's receptive-field reach (~54 px), so exact
+DEFAULT_TILE_HALO = 64
+#: the tiling graph's I/O (nst_export.tiling_graph)
+TILING_INPUTS = ("input", "mask", "norm_mean", "norm_var")
+TILING_OUTPUTS = ("output", "tile_count", "tile_mean", "tile_m2")
+#: TransformerNet's InstanceNorm layers in forward order (used when the graph's metadata does not say)
+NORM_CHANNELS = (32, 64, 128) + (128,) * 10 + (64, 32)
+_MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+_PRECISION_SUFFIXES = (".fp16", ".fp32")
 
 
 @dataclass(frozen=True)
@@ -24,6 +54,7 @@ class Tile:
     w: int
 
 
+# ------------------------------------------------------------------------------------------------- fallback
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
     if length <= tile:
         return [0]
@@ -66,7 +97,8 @@ def stylize_tiled(
     tile_w: int,
     overlap: int,
 ) -> np.ndarray:
-    """Stylize ``rgb`` (HxWx3 uint8) tile by tile with ``run`` (HxWx3 -> HxWx3) and cross-fade the overlaps."""
+    """Fallback: stylize ``rgb`` (HxWx3 uint8) tile by tile with ``run`` (HxWx3 -> HxWx3), each tile with its
+    own statistics, and cross-fade the overlaps."""
     h, w = rgb.shape[:2]
     tiles = plan_tiles(h, w, tile_h=tile_h, tile_w=tile_w, overlap=overlap)
     acc = np.zeros((h, w, 3), dtype=np.float32)
@@ -79,3 +111,252 @@ def stylize_tiled(
         acc[t.y:t.y + t.h, t.x:t.x + t.w] += out * wgt
         weight[t.y:t.y + t.h, t.x:t.x + t.w] += wgt
     return np.clip(np.rint(acc / weight), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------- exact plan
+@dataclass(frozen=True)
+class CoreTile:
+    """One network call of exact mode: the ``window`` it runs on and the ``core`` it owns (image coordinates)."""
+
+    window: Tile
+    core: Tile
+
+
+def _split(length: int, limit: int, halo: int) -> list[tuple[int, int]] | None:
+    """Cores ``[a, b)`` partitioning ``[0, length)`` whose windows (core + halo, clipped) fit ``limit``;
+    None when impossible. All numbers are multiples of :data:`TILE_MULTIPLE`."""
+    if length <= limit:
+        return [(0, length)]
+    edge, mid = limit - halo, limit - 2 * halo
+    min_core = TILE_MULTIPLE
+    if edge < min_core:
+        return None
+    if 2 * edge >= length:
+        caps = [edge, edge]
+    elif mid >= TILE_MULTIPLE:
+        caps = [edge] + [mid] * -(-(length - 2 * edge) // mid) + [edge]
+    else:
+        return None
+    # shrink the cores with the largest windows until they sum to the length, keeping windows balanced
+    sizes = list(caps)
+    excess = sum(sizes) - length
+    while excess > 0:
+        i = max(range(len(sizes)), key=lambda j: (sizes[j] + halo * (1 + (0 < j < len(sizes) - 1)), sizes[j]))
+        if sizes[i] - TILE_MULTIPLE < min_core:
+            break
+        sizes[i] -= TILE_MULTIPLE
+        excess -= TILE_MULTIPLE
+    if excess:
+        return None
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+    return list(itertools.pairwise(bounds))
+
+
+def _economic(length: int, limit: int, halo: int) -> bool:
+    """A plan exists whose middle cores (if any are needed) are at least as wide as the halo, so no window
+    spends most of its pixels on context."""
+    if length <= limit:
+        return True
+    edge, mid = limit - halo, limit - 2 * halo
+    return edge >= TILE_MULTIPLE and (2 * edge >= length or mid >= max(TILE_MULTIPLE, halo))
+
+
+def feasible_halo(height: int, width: int, *, tile_h: int, tile_w: int, halo: int) -> int:
+    """The largest halo <= ``halo`` (a multiple of 4) that tiles of ``tile_h`` x ``tile_w`` leave room for,
+    with middle cores at least as wide as the halo (a larger halo would cost more passes than it gains)."""
+    halo -= halo % TILE_MULTIPLE
+    while halo > 0 and not (_economic(height, tile_h, halo) and _economic(width, tile_w, halo)):
+        halo -= TILE_MULTIPLE
+    return max(halo, 0)
+
+
+def _window(a: int, b: int, halo: int, length: int) -> tuple[int, int]:
+    """Core ``[a, b)`` plus ``halo`` each side, clipped to the image, and grown to the graph's minimum of 8 px
+    (only with tiny halos; more context never hurts)."""
+    lo, hi = max(0, a - halo), min(length, b + halo)
+    if hi - lo < 8:
+        hi = min(length, lo + 8)
+        lo = max(0, hi - 8)
+    return lo, hi
+
+
+def plan_core_tiles(height: int, width: int, *, tile_h: int, tile_w: int, halo: int) -> list[CoreTile]:
+    """Exact-mode plan for an image of ``height`` x ``width`` (multiples of 4, >= 8).
+
+    Cores partition the image, with origins and sizes at multiples of 4; each window is its core plus
+    ``halo`` pixels of context on every side that has image there (at least 8 px), and at most
+    ``tile_h`` x ``tile_w``.
+    """
+    for name, v in (("height", height), ("width", width), ("halo", halo)):
+        if v % TILE_MULTIPLE or v < 0:
+            raise UsageError(f"{name} {v}: expected a non-negative multiple of {TILE_MULTIPLE} (pad the image first).")
+    if min(height, width) < 8:
+        raise UsageError(f"image {width}x{height}: expected at least 8x8 (pad it first).")
+    tile_h, tile_w = tile_h - tile_h % TILE_MULTIPLE, tile_w - tile_w % TILE_MULTIPLE
+    if min(tile_h, tile_w) < 8:
+        raise UsageError(f"tile {tile_w}x{tile_h}: exact tiling needs tiles of at least 8x8. Fix: a larger --tile.")
+    rows, cols = _split(height, tile_h, halo), _split(width, tile_w, halo)
+    if rows is None or cols is None:
+        raise UsageError(
+            f"halo {halo} px with tiles of at most {tile_w}x{tile_h}: no tile plan for a {width}x{height} image. "
+            f"Fix: a smaller halo (at most {feasible_halo(height, width, tile_h=tile_h, tile_w=tile_w, halo=halo)}) "
+            "or a larger --tile."
+        )
+    tiles = []
+    for y0, y1 in rows:
+        wy0, wy1 = _window(y0, y1, halo, height)
+        for x0, x1 in cols:
+            wx0, wx1 = _window(x0, x1, halo, width)
+            tiles.append(CoreTile(Tile(wy0, wx0, wy1 - wy0, wx1 - wx0), Tile(y0, x0, y1 - y0, x1 - x0)))
+    return tiles
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+def combine_moments(count: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-image mean and biased variance from per-tile moments (Chan, Golub & LeVeque's parallel update).
+
+    ``count`` [T] or [T, C] (pixels each tile owns), ``mean`` [T, C], ``m2`` [T, C] (sums of squared
+    deviations from each tile's mean). Returns float64 ``(mean, var)`` of shape [C]; ``var = M2 / n`` like
+    PyTorch's InstanceNorm (biased). Tiles owning nothing contribute nothing.
+    """
+    count = np.asarray(count, np.float64)
+    mean, m2 = np.asarray(mean, np.float64), np.asarray(m2, np.float64)
+    if count.ndim == 1:
+        count = np.broadcast_to(count[:, None], mean.shape)
+    total = count.sum(axis=0)
+    if np.any(total <= 0):
+        raise UsageError("combine_moments: expected at least one pixel per channel across the tiles, got none.")
+    grand = (count * mean).sum(axis=0) / total
+    # M2 of the union = sum of the parts' M2 + each part's mean offset, weighted by its size
+    m2_total = m2.sum(axis=0) + (count * (mean - grand) ** 2).sum(axis=0)
+    return grand, m2_total / total
+
+
+# ------------------------------------------------------------------------------------------------- the graph
+def tiling_graph_path(model: Path) -> Path:
+    """Where the tiling graph of ``model`` lies: ``NAME.tiling.onnx`` for ``NAME.onnx``, ``NAME.fp16.onnx``,
+    ``NAME.fp16.engine``, ``NAME.plan``, …"""
+    name = model.name
+    for suffixes in (_MODEL_SUFFIXES, _PRECISION_SUFFIXES):
+        for suffix in suffixes:
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+    if name.endswith(".tiling"):
+        name = name[: -len(".tiling")]
+    return model.with_name(name + ".tiling.onnx")
+
+
+class TilingGraph:
+    """An opened tiling graph (ONNX Runtime session) and its layer layout. ``run`` is thread-safe."""
+
+    def __init__(self, session: Any, path: Path) -> None:
+        self.path = path
+        names_in = [i.name for i in session.get_inputs()]
+        names_out = [o.name for o in session.get_outputs()]
+        if names_in != list(TILING_INPUTS) or not set(TILING_OUTPUTS) <= set(names_out):
+            raise ModelFileError(
+                f"{path}: inputs {names_in} / outputs {names_out}; a tiling graph has {list(TILING_INPUTS)} -> "
+                f"{list(TILING_OUTPUTS)}. Fix: re-export it with nst_export.tiling_graph (nst-export)."
+            )
+        meta = session.get_modelmeta().custom_metadata_map
+        channels = tuple(int(c) for c in meta["nst.tiling.channels"].split(",")) \
+            if "nst.tiling.channels" in meta else NORM_CHANNELS
+        stat_dim = session.get_inputs()[2].shape[0]
+        if isinstance(stat_dim, int) and stat_dim != sum(channels):
+            raise ModelFileError(
+                f"{path}: norm_mean has {stat_dim} entries but the layers' channels sum to {sum(channels)}. "
+                "Fix: re-export the tiling graph."
+            )
+        self._session = session
+        self.channels = channels
+        self.offsets = tuple(np.concatenate([[0], np.cumsum(channels)]).astype(int).tolist())
+
+    @property
+    def layers(self) -> int:
+        return len(self.channels)
+
+    def run(self, window: np.ndarray, mask: np.ndarray, mean: np.ndarray, var: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One window (uint8 HxWx3) with its core ``mask`` (HxW float32) and the statistics to use."""
+        out = self._session.run(list(TILING_OUTPUTS), {
+            "input": window[None], "mask": mask[None], "norm_mean": mean, "norm_var": var})
+        return out[0][0], out[1][0], out[2][0], out[3][0]
+
+
+def open_tiling_graph(
+    path: Path, *, providers: Sequence[Any], intra_op_threads: int | None = None, verify_hash: bool = True
+) -> TilingGraph:
+    """Check ``path``'s sidecar (``role="tiling"``) and open it with ONNX Runtime on ``providers``."""
+    from .artifact import open_artifact
+    from .onnxruntime_backend import SessionFromOnnx
+
+    artifact = open_artifact(path, verify_hash=verify_hash, role="tiling")
+    # TensorRT's provider would build an engine for every distinct window shape; CUDA/CPU run it directly
+    chosen = [p for p in providers if (p[0] if isinstance(p, tuple) else p) != "TensorrtExecutionProvider"]
+    session = SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads)()
+    logger.info("%s: exact tiling with whole-image statistics (providers %s)", path.name, session.get_providers())
+    return TilingGraph(session, artifact.path)
+
+
+def pad_to_multiple(rgb: np.ndarray, multiple: int = TILE_MULTIPLE) -> np.ndarray:
+    """Reflection-pad bottom/right to a multiple of ``multiple``, as the deploy graph does (torch ``reflect``)."""
+    h, w = rgb.shape[:2]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if not pad_h and not pad_w:
+        return rgb
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+
+
+def stylize_exact(
+    rgb: np.ndarray, graph: TilingGraph, *, tile_h: int, tile_w: int, halo: int = DEFAULT_TILE_HALO
+) -> np.ndarray:
+    """Stylize ``rgb`` (HxWx3 uint8, >= 8x8) in tiles with whole-image instance-norm statistics.
+
+    ``tile_h`` x ``tile_w`` bounds each window; ``halo`` (rounded down to a multiple of 4, and lowered with
+    a warning where the tile size leaves no room for it) is the context around each core. Runs
+    ``graph.layers + 1`` passes over the tiles.
+    """
+    h, w = rgb.shape[:2]
+    padded = pad_to_multiple(rgb)
+    ph, pw = padded.shape[:2]
+    th, tw = tile_h - tile_h % TILE_MULTIPLE, tile_w - tile_w % TILE_MULTIPLE
+    usable = feasible_halo(ph, pw, tile_h=th, tile_w=tw, halo=halo)
+    if usable < halo - halo % TILE_MULTIPLE:
+        logger.warning("tiles of at most %dx%d leave room for a halo of %d px, not %d: tiles near their edges "
+                       "may differ slightly from the untiled output. Fix: a larger --tile.", tw, th, usable, halo)
+    plan = plan_core_tiles(ph, pw, tile_h=th, tile_w=tw, halo=usable)
+    windows = [np.ascontiguousarray(padded[t.window.y:t.window.y + t.window.h, t.window.x:t.window.x + t.window.w])
+               for t in plan]
+    masks = []
+    for t in plan:
+        m = np.zeros((t.window.h, t.window.w), np.float32)
+        m[t.core.y - t.window.y:t.core.y - t.window.y + t.core.h,
+          t.core.x - t.window.x:t.core.x - t.window.x + t.core.w] = 1.0
+        masks.append(m)
+    total = graph.offsets[-1]
+    mean, var = np.zeros(total, np.float32), np.ones(total, np.float32)
+    logger.info("exact tiling: %dx%d image, %d tiles, halo %d px, %d passes", pw, ph, len(plan), usable,
+                graph.layers + 1)
+    for k in range(graph.layers):
+        # layer k's input depends only on the statistics of layers < k, which are final by now
+        lo, hi = graph.offsets[k], graph.offsets[k + 1]
+        moments = [graph.run(win, m, mean, var) for win, m in zip(windows, masks, strict=True)]
+        mean_k, var_k = combine_moments(np.array([r[1][k] for r in moments]),
+                                        np.stack([r[2][lo:hi] for r in moments]),
+                                        np.stack([r[3][lo:hi] for r in moments]))
+        mean[lo:hi], var[lo:hi] = mean_k, var_k
+    out = np.empty_like(padded)
+    for t, win, m in zip(plan, windows, masks, strict=True):
+        styled = graph.run(win, m, mean, var)[0]
+        cy, cx = t.core.y - t.window.y, t.core.x - t.window.x
+        out[t.core.y:t.core.y + t.core.h, t.core.x:t.core.x + t.core.w] = styled[cy:cy + t.core.h, cx:cx + t.core.w]
+    return out[:h, :w]
+
+
+def find_tiling_graph(model: str | os.PathLike[str]) -> Path | None:
+    """The tiling graph beside ``model`` when it exists with its sidecar, else None."""
+    from .sidecar import sidecar_path
+
+    cand = tiling_graph_path(Path(model))
+    return cand if cand.is_file() and sidecar_path(cand).is_file() else None

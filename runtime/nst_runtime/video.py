@@ -4,16 +4,17 @@ Decoding runs in the pipeline's feeder thread while frames are stylized and the 
 the accelerator is not idle while the CPU decodes. The video stream is re-encoded (H.264 for MP4/MOV/MKV,
 VP9 for WebM, MPEG-4 Part 2 for AVI) with the input's frame timestamps; the first audio stream is copied
 packet for packet (no re-encoding) when the output container accepts its codec, and dropped with a warning
-otherwise. The output is written to a temporary file and renamed: no partial file on failure.
+otherwise. The output is written to a temporary file, fsynced and renamed: no partial file on failure.
+A packet the decoder cannot decode (a damaged stretch or tail) is skipped and counted
+(``VideoReport.skipped_packets``); the CLI writes the video and lists it among the failures.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
+import errno
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._lazy import import_optional
-from .errors import MediaError
+from .errors import MediaError, write_error
+from .images import atomic_output
 
 if TYPE_CHECKING:
     from .stylizer import Stylizer
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG})
 _CODEC_BY_SUFFIX = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
                     ".webm": "libvpx-vp9", ".avi": "mpeg4"}
 
@@ -43,6 +46,8 @@ class VideoReport:
     height: int
     audio: str  # "copied", "none" or "dropped: <why>"
     seconds: float
+    #: video packets the decoder could not decode (a damaged stretch or tail); they are skipped, not fatal
+    skipped_packets: int = 0
 
 
 def _av() -> Any:
@@ -75,11 +80,9 @@ def stylize_video(
         inp = av.open(str(src))
     except (av.FFmpegError, OSError) as exc:
         raise MediaError(f"{src}: cannot open as a video ({exc}).") from None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=dst.suffix, dir=dst.parent)
-    os.close(fd)
-    try:
-        with inp:
+    skipped = 0
+    with inp, atomic_output(dst, suffix=dst.suffix) as tmp:
+        try:
             if not inp.streams.video:
                 raise MediaError(f"{src}: no video stream.")
             vin = inp.streams.video[0]
@@ -106,6 +109,7 @@ def stylize_video(
                 timestamps: collections.deque[int | None] = collections.deque()
 
                 def frames() -> Iterator[np.ndarray]:
+                    nonlocal skipped
                     streams = [vin] + ([ain] if aout is not None else [])
                     for packet in inp.demux(*streams):
                         if packet.stream.type == "audio":
@@ -115,7 +119,13 @@ def stylize_video(
                             with mux_lock:
                                 out.mux(packet)
                             continue
-                        for frame in packet.decode():
+                        try:
+                            decoded = packet.decode()
+                        except av.error.InvalidDataError as exc:  # a damaged packet: skip it, keep going
+                            skipped += 1
+                            logger.debug("%s: undecodable packet at pts %s skipped (%s)", src, packet.pts, exc)
+                            continue
+                        for frame in decoded:
                             timestamps.append(frame.pts)
                             yield frame.to_ndarray(format="rgb24")
 
@@ -135,13 +145,15 @@ def stylize_video(
                         on_frame(count)
                 with mux_lock:
                     out.mux(vout.encode(None))
-        os.replace(tmp, dst)
-    except av.FFmpegError as exc:
-        raise MediaError(f"{src}: video decoding/encoding failed ({exc}).") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    return VideoReport(dst, count, width, height, audio_state, time.perf_counter() - t0)
+            if count == 0:
+                raise MediaError(f"{src}: no decodable video frames ({skipped} damaged packets).")
+        except av.FFmpegError as exc:
+            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+                raise write_error(dst, exc) from None
+            raise MediaError(f"{src}: video decoding/encoding failed ({exc}).") from None
+    if skipped:
+        logger.warning("%s: %d undecodable video packets were skipped (a damaged stretch or tail)", src, skipped)
+    return VideoReport(dst, count, width, height, audio_state, time.perf_counter() - t0, skipped)
 
 
 def _container_format(dst: Path) -> str:

@@ -25,7 +25,7 @@ def test_help_teaches_with_examples_and_exit_codes(capsys):
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for needle in ("examples:", "nst-export mosaic.pth --fp16", "--onnx-only", "exit codes:", "--triton-repo",
+    for needle in ("examples:", "nst-export mosaic.pth --fp16", "--onnx-only", "--no-tiling-graph", "exit codes:", "--triton-repo",
                    "--min-shape", "--timing-cache", "--version-compatible", "--builder-opt-level", "--fp32-tol",
                    "--fp16-min-psnr"):
         assert needle in text
@@ -53,10 +53,12 @@ def test_fp16_onnx_only_with_triton_repo(plain_state_dict, tmp_path, capsys):
                           capsys)
     assert code == 0, err
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == ["udnie.fp16.onnx", "udnie.fp16.onnx.json", "udnie.onnx", "udnie.onnx.json"]
+    assert names == ["udnie.fp16.onnx", "udnie.fp16.onnx.json", "udnie.onnx", "udnie.onnx.json",
+                     "udnie.tiling.onnx", "udnie.tiling.onnx.json"]
+    assert read_sidecar(out_dir / "udnie.tiling.onnx").role == "tiling"
     assert read_sidecar(out_dir / "udnie.fp16.onnx").parity["passed"]
     assert (repo / "udnie" / "config.pbtxt").is_file() and (repo / "udnie" / "1" / "model.onnx").is_file()
-    assert "[1/3]" in err and "[3/3]" in err  # progress per step
+    assert "[1/4]" in err and "[4/4]" in err  # progress per step
     # the summary table: one row per file with the parity numbers
     assert "udnie.onnx" in out and "udnie.fp16.onnx" in out and ("dB" in out or "identical" in out)
     assert "max |diff|" in out
@@ -76,7 +78,8 @@ def test_without_tensorrt_stops_at_the_engine_with_exit_6(onnx_fp32_path, checkp
     monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", reuse_fixture)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, out, err = _run([checkpoint_path, "--fp16", "--out-dir", out_dir, "--name", "m"], capsys)
+    code, out, err = _run([checkpoint_path, "--fp16", "--out-dir", out_dir, "--name", "m", "--no-tiling-graph"],
+                          capsys)
     assert code == 6
     assert "engine step" in err and "--onnx-only" in err and "Traceback" not in err
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.fp16.onnx", "m.fp16.onnx.json", "m.onnx", "m.onnx.json"]
@@ -86,7 +89,7 @@ def test_without_tensorrt_stops_at_the_engine_with_exit_6(onnx_fp32_path, checkp
     shutil.rmtree(out_dir)
     out_dir.mkdir()
     code, _, err = _run([checkpoint_path, "--fp16", "--onnx-only", "--out-dir", out_dir, "--name", "m",
-                         "--fp16-min-psnr", "300"], capsys)
+                         "--fp16-min-psnr", "300", "--no-tiling-graph"], capsys)
     assert code == 5 and "parity gate" in err
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.onnx", "m.onnx.json"]
 

@@ -91,3 +91,20 @@ def natural_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="session")
+def vivid_exact_onnx(tmp_path_factory, vivid_onnx):
+    """``vivid.onnx`` in a folder of its own with ``vivid.tiling.onnx`` beside it (exact tiling mode).
+
+    ``vivid_onnx`` itself has no tiling graph beside it, so it keeps testing the feathered fallback."""
+    import shutil
+
+    from nst_export.tiling_graph import tiling_onnx_from_checkpoint
+    from nst_runtime.sidecar import sidecar_path
+
+    folder = tmp_path_factory.mktemp("vivid_exact")
+    for path in (vivid_onnx, sidecar_path(vivid_onnx)):
+        shutil.copy(path, folder / path.name)
+    tiling_onnx_from_checkpoint(vivid_onnx.with_name("vivid.pth"), folder / "vivid.tiling.onnx")
+    return folder / vivid_onnx.name

@@ -54,7 +54,7 @@ def test_corrupt_model_with_matching_hash(model_copy):
 
     model_copy.write_bytes(b"\x08\x07this is not a protobuf" * 50)
     _rewrite_sidecar(model_copy, artifact_sha256=file_sha256(model_copy))
-    with pytest.raises(ModelFileError, match="ONNX Runtime cannot load it"):
+    with pytest.raises(ModelFileError, match=r"not a valid ONNX file|ONNX Runtime cannot load it"):
         Stylizer.open(model_copy, device="cpu")
 
 

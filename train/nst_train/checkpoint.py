@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nst_runtime.errors import CheckpointError
+from nst_runtime.errors import CheckpointError, NstError
 
 from .atomic import atomic_write
 from .model import ARCHITECTURE, TransformerNet
@@ -120,6 +120,43 @@ def _check_architecture(path: Path, state: dict[str, torch.Tensor]) -> dict[str,
     return {k: state[k].float() for k in expected}
 
 
+def _describe_load_error(exc: BaseException) -> str:
+    """One line for a failed ``torch.load(weights_only=True)`` (torch's own messages run to many lines and
+    end by suggesting ``weights_only=False``, which is exactly what must not be done with an unknown file)."""
+    text = str(exc)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text or "GLOBAL" in text:
+        detail = next((line.strip() for line in text.splitlines()
+                       if "GLOBAL" in line or line.strip().startswith(("Unsupported", "Trying to load"))), "")
+        detail = detail or next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in text.splitlines()
+                                 if "WeightsUnpickler error:" in line), "")
+        return ("refused: its pickle holds more than tensors and plain values"
+                + (f" ({detail.rstrip('.')})" if detail else "")
+                + "; nst never unpickles arbitrary objects, since that could run code")
+    if isinstance(exc, EOFError):
+        return "unexpected end of file (truncated?)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "central directory" in text or "zip archive" in text:
+        return f"corrupt or truncated file ({first[:160]})"
+    return f"not a readable PyTorch file ({type(exc).__name__}: {first[:160]})" if first else (
+        f"not a readable PyTorch file ({type(exc).__name__})")
+
+
+def torch_load_plain(path: Path, *, what: str = "checkpoint", error: type[NstError] = CheckpointError) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; any failure becomes one ``error`` line naming the file.
+
+    Only tensors, containers and plain values are unpickled: a file whose pickle would call a function or
+    build an object is refused before anything in it runs.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols it was not written with
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"{path}: cannot load {what}: {_describe_load_error(exc)}.") from exc
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read an nst checkpoint or a pytorch/examples state dict. Raises :class:`CheckpointError` with the file
     name and the problem for anything else; never runs code from the file."""
@@ -141,13 +178,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         except Exception as exc:
             raise CheckpointError(f"{path}: cannot read as safetensors ({type(exc).__name__}: {exc}).") from exc
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-                msg = "the file holds Python objects beyond tensors (refused: loading it could run code)"
-            raise CheckpointError(f"{path}: cannot load checkpoint: {msg}.") from exc
+        obj = torch_load_plain(path, what="checkpoint")
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}.")
         if obj.get("format") == FORMAT:
@@ -159,14 +190,24 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 raise CheckpointError(
                     f"{path}: architecture {obj.get('architecture')!r}, this nst builds {ARCHITECTURE!r}."
                 )
-            meta = dict(obj.get("metadata") or {})
+            meta = obj.get("metadata") or {}
             state = obj.get("state_dict")
             if not isinstance(state, dict):
                 raise CheckpointError(f"{path}: nst checkpoint without a state_dict.")
         else:
             state = obj
             meta = {"source": "pytorch/examples fast_neural_style (plain state dict)"}
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: the state dict holds values that are not tensors.")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: the state dict holds entries that are not named tensors.")
     state = _check_architecture(path, state)
-    return Checkpoint(state_dict=state, metadata=CheckpointMetadata.from_dict(meta), path=path)
+    return Checkpoint(state_dict=state, metadata=_metadata(path, meta), path=path)
+
+
+def _metadata(path: Path, meta: Any) -> CheckpointMetadata:
+    """The metadata of a checkpoint; malformed metadata is a CheckpointError, not a crash."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata is a {type(meta).__name__}, expected a mapping.")
+    try:
+        return CheckpointMetadata.from_dict(meta)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint metadata ({exc}).") from exc

@@ -38,7 +38,8 @@ examples:
       --out starry.pth --epochs 2
 
 files: OUT (the model checkpoint), OUT-without-suffix.run/ with state.pth (for --resume), loss.jsonl and
-previews/. Exit codes: 0 ok, 2 bad options, 3 checkpoint, 4 image, 6 device, 7 VGG weights, 130 Ctrl-C.
+previews/. Exit codes: 0 ok, 2 bad options, 3 checkpoint, 4 image, 6 device, 7 VGG weights,
+9 output not writable (disk full; the previous file is kept), 1 other file system errors, 130 Ctrl-C.
 """
 
 GATYS_EPILOG = """\
@@ -153,6 +154,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     except NstError as exc:
         print(f"nst-train: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a file system error nst did not wrap: still one line, no traceback
+        print(f"nst-train: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         argv_list = list(sys.argv[1:] if argv is None else argv)
         again = shlex.join(["nst-train", *argv_list, *([] if "--resume" in argv_list else ["--resume"])])
@@ -242,6 +246,9 @@ def gatys_main(argv: Sequence[str] | None = None) -> int:
     except NstError as exc:
         print(f"nst-gatys: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(f"nst-gatys: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("nst-gatys: interrupted; no image written.", file=sys.stderr)
         return 130

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from nst_runtime.errors import ImageError, UsageError
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .atomic import atomic_write
 
@@ -17,19 +17,21 @@ __all__ = ["load_image_tensor", "open_rgb", "resize_shorter_side", "save_image_t
 
 
 def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file to RGB (EXIF orientation applied). Raises :class:`ImageError` naming the file."""
+    """Decode an image file to RGB, upright (EXIF orientation applied), through the runtime's guarded decoder:
+    only the accepted formats' decoders run, decompression bombs are refused from the header, 16-bit images
+    are scaled (not clipped) and alpha is dropped. Raises :class:`ImageError` naming the file."""
+    from nst_runtime.images import pil_to_planes, read_image
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise ImageError(f"{path}: no such image file.")
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(
-            f"{path}: cannot decode as an image ({type(exc).__name__}: {exc}). Expected a JPEG, PNG, WebP, "
-            "BMP or TIFF file; re-export it or pass another file."
-        ) from exc
+        frame = read_image(path).frames[0]
+        rgb, _alpha = pil_to_planes(frame)
+    except ImageError as exc:
+        detail = str(exc).removeprefix(f"{path}: ").rstrip(".")
+        raise ImageError(f"{path}: cannot decode as an image: {detail}.") from None
+    return Image.fromarray(rgb, "RGB")
 
 
 def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from nst_runtime.errors import UsageError
+from nst_runtime.errors import CheckpointError, UsageError
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
@@ -313,10 +313,16 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
             details = "; ".join(f"{k}: run had {old!r}, now {new!r}" for k, (old, new) in changed.items())
             raise UsageError(f"{state_path}: cannot resume, options differ from the run being resumed ({details}). "
                              "Resume with the original options, or start a new run with another --out.")
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        scaler.load_state_dict(state.scaler)
-        restore_rng_state(state.rng)
+        try:
+            model.load_state_dict(state.model)
+            optimizer.load_state_dict(state.optimizer)
+            scaler.load_state_dict(state.scaler)
+            restore_rng_state(state.rng)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise CheckpointError(f"{state_path}: the training state does not fit this model/optimizer ({first}); "
+                                  "it was written by another nst version or tool. Start a new run without "
+                                  "--resume.") from exc
         step, epoch, batch_in_epoch = state.step, state.epoch, state.batch_in_epoch
         if main:
             _truncate_log(loss_log, step)

@@ -22,6 +22,7 @@ import torch
 from nst_runtime.errors import CheckpointError
 
 from .atomic import atomic_write
+from .checkpoint import torch_load_plain
 
 STATE_FORMAT = "nst-train-state"
 STATE_VERSION = 1
@@ -98,21 +99,25 @@ def load_training_state(path: str | os.PathLike[str]) -> TrainingState:
             f"{path}: no training state to resume from (it is written every --checkpoint-every steps and on "
             "Ctrl-C). Start the run without --resume, or pass the --out of the run you want to continue."
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read the training state ({msg}); it may be truncated. "
-                              "Start a new run without --resume.") from exc
+    obj = torch_load_plain(path, what="the training state")
     if not isinstance(obj, dict) or obj.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not an nst training state (expected format {STATE_FORMAT!r}).")
     if obj.get("version") != STATE_VERSION:
         raise CheckpointError(f"{path}: training state version {obj.get('version')!r}; this nst reads "
                               f"{STATE_VERSION}. Resume with the nst version that wrote it.")
     try:
-        return TrainingState(model=obj["model"], optimizer=obj["optimizer"], scaler=obj["scaler"], rng=obj["rng"],
-                             step=int(obj["step"]), epoch=int(obj["epoch"]),
-                             batch_in_epoch=int(obj["batch_in_epoch"]), fingerprint=dict(obj["fingerprint"]),
-                             path=path)
+        state = TrainingState(model=obj["model"], optimizer=obj["optimizer"], scaler=obj["scaler"], rng=obj["rng"],
+                              step=int(obj["step"]), epoch=int(obj["epoch"]),
+                              batch_in_epoch=int(obj["batch_in_epoch"]), fingerprint=dict(obj["fingerprint"]),
+                              path=path)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: training state lacks {exc}; it was written by another tool.") from exc
+    if not (isinstance(state.model, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in state.model.items())):
+        raise CheckpointError(f"{path}: the training state's model is not a state dict of named tensors.")
+    for name in ("optimizer", "scaler", "rng"):
+        if not isinstance(getattr(state, name), dict):
+            raise CheckpointError(f"{path}: the training state's {name} entry is not a mapping.")
+    if min(state.step, state.epoch, state.batch_in_epoch) < 0:
+        raise CheckpointError(f"{path}: negative step, epoch or batch in the training state.")
+    return state

@@ -86,13 +86,24 @@ class VGG16Features(nn.Module):
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with code, not a torch file
-        raise WeightsUnavailableError(f"{path}: cannot read VGG-16 weights ({exc}).") from exc
+    from .checkpoint import torch_load_plain
+
+    # a corrupt file or a pickle that would run code: CheckpointError (exit 3), like every other .pth
+    state = torch_load_plain(path, what="VGG-16 weights")
     if not isinstance(state, dict):
         raise WeightsUnavailableError(f"{path}: expected a VGG-16 state dict, found {type(state).__name__}.")
-    return {k: v for k, v in state.items() if k.startswith("features.")}
+    return state
+
+
+def _features(state: dict, n_layers: int) -> dict[str, torch.Tensor]:
+    """``features.N.*`` tensors with N < n_layers (torchvision's file also has the classifier and deeper layers)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        parts = k.split(".") if isinstance(k, str) else []
+        if len(parts) >= 3 and parts[0] == "features" and parts[1].isdigit() and int(parts[1]) < n_layers \
+                and isinstance(v, torch.Tensor):
+            out[k] = v
+    return out
 
 
 def load_vgg16(weights: WeightsSpec = "imagenet", *, device: torch.device | str = "cpu") -> VGG16Features:
@@ -119,7 +130,6 @@ def load_vgg16(weights: WeightsSpec = "imagenet", *, device: torch.device | str 
                     f"Fix: download {VGG16_URL} on a connected machine and pass --vgg-weights PATH, or put it "
                     f"at {cache}; for tests and offline smoke runs only, pass --vgg-weights random."
                 ) from exc
-            state = {k: v for k, v in state.items() if k.startswith("features.")}
         else:
             path = Path(weights)
             if not path.is_file():
@@ -127,9 +137,13 @@ def load_vgg16(weights: WeightsSpec = "imagenet", *, device: torch.device | str 
                     f"{path}: no such VGG-16 weights file. Pass --vgg-weights imagenet, a path, or random."
                 )
             state = _load_state(path)
-        missing, _unexpected = net.load_state_dict(
-            {k: v for k, v in state.items() if int(k.split(".")[1]) < len(net.features)}, strict=False
-        )
+        try:
+            missing, _unexpected = net.load_state_dict(_features(state, len(net.features)), strict=False)
+        except RuntimeError as exc:  # a tensor of the wrong shape
+            first = (str(exc).strip().splitlines() or [""])[-1].strip()[:200]
+            raise WeightsUnavailableError(
+                f"VGG-16 weights {weights}: do not fit VGG-16 ({first}); expected torchvision's vgg16 state dict."
+            ) from exc
         if missing:
             raise WeightsUnavailableError(
                 f"VGG-16 weights {weights}: missing {len(missing)} tensors (first: {missing[0]}); expected "

@@ -1,0 +1,344 @@
+"""The tiling graph: TransformerNet with its instance-norm statistics as inputs and per-tile moments as outputs.
+
+InstanceNorm statistics are per image, so a large image run tile by tile with the deploy graph gets one set of
+statistics per tile and shows seams. This graph lets the runtime keep one set for the whole image: every
+InstanceNorm layer normalizes with the mean/variance it is *given* (``norm_mean``/``norm_var``), and the graph
+also reports, per layer, the moments of that layer's input over the pixels the tile owns (``mask``). The
+runtime (``nst_runtime.tiling``) runs all tiles once per layer, combines the moments of layer k across tiles,
+feeds them back for layer k+1, and finishes with a pass that uses all 15 whole-image statistics.
+
+I/O (``NAME.tiling.onnx`` beside ``NAME.onnx``; sidecar ``role="tiling"``):
+
+==============  ===============  ==========================================================================
+name            type             meaning
+==============  ===============  ==========================================================================
+``input``       uint8 [N,H,W,3]  a tile including its halo; H and W multiples of 4, >= 8 (no padding inside)
+``mask``        f32 [N,H,W]      1 on the pixels the tile owns (its core), 0 on the halo
+``norm_mean``   f32 [1600]       mean of every InstanceNorm layer, concatenated in forward order
+``norm_var``    f32 [1600]       biased variance of every layer, same order (eps 1e-5 is added in the graph)
+``output``      uint8 [N,H,W,3]  stylized tile (rounded, clamped), as the deploy graph
+``tile_count``  f32 [N,15]       owned pixels at each layer's resolution
+``tile_mean``   f32 [N,1600]     masked mean of each layer's input (pre-norm activation)
+``tile_m2``     f32 [N,1600]     masked sum of squared deviations from ``tile_mean``
+==============  ===============  ==========================================================================
+
+Layers, in order: in1 (32 ch, full resolution), in2 (64, /2), in3 (128, /4), res1..res5 in1/in2 (128, /4),
+in4 (64, /2), in5 (32, full). The mask at /2 and /4 is the full mask subsampled with stride 2 and 4, i.e. the
+value at the pixel each strided convolution centres on; with core boundaries at multiples of 4 in input
+coordinates the cores then partition every layer's grid exactly. The same ordering is written to the ONNX
+metadata (``nst.tiling.channels``, ``nst.tiling.strides``) so the runtime needs no copy of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nst_runtime.errors import ModelFileError, ParityError
+from nst_runtime.sidecar import Sidecar, TensorSpec
+
+# only the public helpers of onnx_export (it is being worked on; private names may move)
+from . import onnx_export
+from .onnx_export import DEFAULT_OPSET, publish, save_model, temp_path_for
+from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+MASK_NAME, MEAN_NAME, VAR_NAME = "mask", "norm_mean", "norm_var"
+COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME = "tile_count", "tile_mean", "tile_m2"
+INPUT_NAMES = (INPUT_NAME, MASK_NAME, MEAN_NAME, VAR_NAME)
+OUTPUT_NAMES = (OUTPUT_NAME, COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME)
+#: tile origins, sizes and core boundaries must be multiples of this (the network's two stride-2 convolutions)
+TILE_MULTIPLE = 4
+#: largest |difference| in uint8 levels between the tiling graph (one tile, true statistics) and the deploy
+#: graph's PyTorch model; 1 allows for values that land on .5 before rounding
+MAX_ABS_LEVELS = 1
+#: relative tolerance of the reported moments against PyTorch's (float32 sums over a few thousand pixels)
+MOMENT_RTOL = 1e-3
+_CHECK_SHAPES = ((2, 48, 80),)
+#: the deploy graph's opset range (lowest the dynamo exporter emits .. highest TensorRT 10.x's parser documents)
+MIN_OPSET, MAX_OPSET = getattr(onnx_export, "MIN_OPSET", 18), getattr(onnx_export, "MAX_OPSET", 24)
+_MAX_DIM = 1 << 14
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _quiet_torch_exporter() -> Iterator[None]:
+    """The dynamo exporter warns about things irrelevant here (missing torchvision ops, deprecations)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _set_metadata(model: Any, items: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in items.items():
+        prop = existing.get(key) or model.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def norm_layers(net: Any) -> list[tuple[str, Any]]:
+    """The InstanceNorm layers of ``net`` in forward order, with their names (``in1``, ``res1.in1``, …)."""
+    names = ["in1", "in2", "in3"] + [f"res{i}.in{j}" for i in range(1, 6) for j in (1, 2)] + ["in4", "in5"]
+    modules = dict(net.named_modules())
+    return [(name, modules[name]) for name in names]
+
+
+#: each layer's resolution relative to the input (1, 2 or 4), in forward order
+LAYER_STRIDES = (1, 2, 4) + (4,) * 10 + (2, 1)
+
+
+def build_tiling_module(net: Any) -> Any:
+    """A ``torch.nn.Module`` with the tiling graph's I/O (see the module docstring) around ``net``."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    layers = norm_layers(net)
+    channels = [m.num_features for _, m in layers]
+    offsets = np.concatenate([[0], np.cumsum(channels)]).tolist()
+
+    class TilingGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor, norm_mean: torch.Tensor,
+                    norm_var: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            net = self.net
+            m1 = mask.unsqueeze(1)
+            masks = {1: m1, 2: m1[:, :, ::2, ::2], 4: m1[:, :, ::4, ::4]}
+            counts: list[torch.Tensor] = []
+            means: list[torch.Tensor] = []
+            m2s: list[torch.Tensor] = []
+            index = 0
+
+            def norm(x: torch.Tensor) -> torch.Tensor:
+                nonlocal index
+                _, module = layers[index]
+                m = masks[LAYER_STRIDES[index]]
+                lo, hi = offsets[index], offsets[index + 1]
+                count = m.sum(dim=(2, 3))  # [N, 1]
+                # a tile that owns nothing at some resolution must report zeros, not NaN
+                mean = (x * m).sum(dim=(2, 3)) / count.clamp(min=1.0)
+                dev = (x - mean[:, :, None, None]) * m
+                counts.append(count)
+                means.append(mean)
+                m2s.append((dev * dev).sum(dim=(2, 3)))
+                mu = norm_mean[lo:hi].view(1, -1, 1, 1)
+                scale = (module.weight / torch.sqrt(norm_var[lo:hi] + module.eps)).view(1, -1, 1, 1)
+                index += 1
+                return (x - mu) * scale + module.bias.view(1, -1, 1, 1)
+
+            def res(block: Any, x: torch.Tensor) -> torch.Tensor:
+                out = block.relu(norm(block.conv1(x)))
+                return norm(block.conv2(out)) + x
+
+            x = image.permute(0, 3, 1, 2).to(torch.float32)
+            y = F.relu(norm(net.conv1(x)))
+            y = F.relu(norm(net.conv2(y)))
+            y = F.relu(norm(net.conv3(y)))
+            for block in (net.res1, net.res2, net.res3, net.res4, net.res5):
+                y = res(block, y)
+            y = F.relu(norm(net.deconv1(y)))
+            y = F.relu(norm(net.deconv2(y)))
+            y = net.deconv3(y)
+            out = torch.round(torch.clamp(y, 0.0, 255.0)).to(torch.uint8).permute(0, 2, 3, 1)
+            return out, torch.cat(counts, dim=1), torch.cat(means, dim=1), torch.cat(m2s, dim=1)
+
+    return TilingGraph().eval()
+
+
+def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
+    """Export the tiling graph of ``net`` to an in-memory, checked ``onnx.ModelProto``."""
+    import onnx
+    import torch
+    from nst_runtime.errors import UsageError
+    from torch.export import Dim
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(f"opset {opset}: expected {MIN_OPSET}..{MAX_OPSET} (as the deploy graph). "
+                         f"Pass --opset {DEFAULT_OPSET} (the default).")
+    net = net.eval().float().cpu()
+    module = build_tiling_module(net)
+    c_total = sum(m.num_features for _, m in norm_layers(net))
+    # batch 2 in the example: torch.export specializes a dimension whose example size is 1
+    example = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.ones((2, 64, 64)),
+               torch.zeros(c_total), torch.ones(c_total))
+    # H and W as 4 * k: the exporter can then prove that the output and the full-resolution mask have the
+    # input's size (no padding or cropping in this graph; the runtime pads the whole image once)
+    batch = Dim("batch", min=1, max=_MAX_DIM)
+    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    spatial = {0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}
+    with _quiet_torch_exporter():
+        program = torch.onnx.export(
+            module, example, None, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            opset_version=opset, dynamo=True, dynamic_shapes=(spatial, spatial, None, None), optimize=True,
+            verbose=False,
+        )
+    model = program.model_proto
+    _name_dims(model)
+    model.producer_name = "nst-export"
+    _set_metadata(model, {
+        "nst.contract": "tiling graph: uint8 NHWC tile + mask + whole-image norm stats -> uint8 tile + moments",
+        "nst.min_size": str(MIN_SIZE),
+        "nst.tiling.channels": ",".join(str(m.num_features) for _, m in norm_layers(net)),
+        "nst.tiling.strides": ",".join(map(str, LAYER_STRIDES)),
+        "nst.tiling.multiple": str(TILE_MULTIPLE),
+    })
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelFileError(f"the exported tiling graph fails onnx.checker: {str(exc).splitlines()[0]}. This is "
+                             "a bug in the export (or an unsupported PyTorch version); please report it.") from exc
+    return model
+
+
+def _name_dims(model: Any) -> None:
+    """Name the dynamic dims plainly (the exporter writes expressions such as ``4*h4``)."""
+    plain = {INPUT_NAME: 3, MASK_NAME: 3, OUTPUT_NAME: 3, COUNT_NAME: 1, TILE_MEAN_NAME: 1, TILE_M2_NAME: 1}
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for d, name in zip(dims, ("batch", "height", "width")[: plain.get(value.name, 0)], strict=False):
+            d.ClearField("dim_value")
+            d.dim_param = name
+
+
+def torch_norm_moments(net: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-image (mean, biased variance) of every norm layer's input, float64 [N, 1600], from PyTorch.
+
+    ``image``: uint8 [N, H, W, 3] with H, W multiples of 4 (so no padding is involved).
+    """
+    import torch
+
+    stats: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def hook(_module: Any, args: tuple[Any, ...]) -> None:
+        x = args[0].detach().double()
+        stats.append((x.mean(dim=(2, 3)).numpy(), x.var(dim=(2, 3), unbiased=False).numpy()))
+
+    handles = [m.register_forward_pre_hook(hook) for _, m in norm_layers(net)]
+    try:
+        with torch.no_grad():
+            net(torch.from_numpy(image).permute(0, 3, 1, 2).float())
+    finally:
+        for h in handles:
+            h.remove()
+    return np.concatenate([s[0] for s in stats], axis=1), np.concatenate([s[1] for s in stats], axis=1)
+
+
+def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, int], ...] = _CHECK_SHAPES
+                       ) -> dict[str, Any]:
+    """Numerical check: one tile = the whole image, mask all ones, PyTorch's true statistics given.
+
+    The output must match the PyTorch deploy model within :data:`MAX_ABS_LEVELS` and the reported moments
+    PyTorch's within :data:`MOMENT_RTOL`. Every shape is checked; failures are collected into one
+    :class:`ParityError`. Returns the measured numbers (for the sidecar).
+    """
+    import onnxruntime as ort
+    import torch
+
+    from .wrapper import DeployWrapper
+
+    wrapper = DeployWrapper(net).eval()
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(20160327)
+    report: dict[str, Any] = {"max_abs_levels": 0, "max_moment_rel_err": 0.0, "shapes": []}
+    problems: list[str] = []
+    for n, h, w in shapes:
+        image = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        mean, var = torch_norm_moments(net, image)
+        with torch.no_grad():
+            want = wrapper(torch.from_numpy(image)).numpy()
+        mean32 = np.ascontiguousarray(mean.astype(np.float32))
+        var32 = np.ascontiguousarray(var.astype(np.float32))
+        got = []
+        for i in range(n):  # the statistics inputs are per call, so one image per call
+            got.append(session.run(None, {INPUT_NAME: image[i:i + 1], MASK_NAME: np.ones((1, h, w), np.float32),
+                                          MEAN_NAME: mean32[i], VAR_NAME: var32[i]}))
+        out = np.concatenate([g[0] for g in got])
+        t_mean = np.concatenate([g[2] for g in got]).astype(np.float64)
+        t_var = np.concatenate([g[3] / g[1][:, _layer_index(net)] for g in got]).astype(np.float64)
+        levels = int(np.abs(out.astype(np.int16) - want.astype(np.int16)).max())
+        scale = np.sqrt(var) + 1e-3
+        rel = float(max(np.abs(t_mean - mean).max() / scale.max(), (np.abs(t_var - var) / (var + 1e-6)).max()))
+        report["shapes"].append([n, h, w])
+        report["max_abs_levels"] = max(report["max_abs_levels"], levels)
+        report["max_moment_rel_err"] = max(report["max_moment_rel_err"], rel)
+        if levels > MAX_ABS_LEVELS:
+            problems.append(f"{(n, h, w)}: output differs by up to {levels} levels (allowed {MAX_ABS_LEVELS})")
+        if rel > MOMENT_RTOL:
+            problems.append(f"{(n, h, w)}: moments differ from PyTorch's by {rel:.2e} relative (allowed "
+                            f"{MOMENT_RTOL:.0e})")
+    if problems:
+        raise ParityError(f"{path}: the tiling graph does not reproduce the model: {'; '.join(problems)}. This is "
+                          "a bug in the export; please report it.")
+    return report
+
+
+def _layer_index(net: Any) -> np.ndarray:
+    """For each of the 1600 concatenated channels, the index of its layer (to broadcast ``tile_count``)."""
+    return np.repeat(np.arange(len(LAYER_STRIDES)), [m.num_features for _, m in norm_layers(net)])
+
+
+def tiling_path_for(onnx_path: str | os.PathLike[str]) -> Path:
+    """``NAME.onnx`` (or ``NAME.fp16.onnx``, ``NAME.fp16.engine``) -> ``NAME.tiling.onnx``."""
+    from nst_runtime.tiling import tiling_graph_path
+
+    return tiling_graph_path(Path(onnx_path))
+
+
+def tiling_onnx_from_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export the tiling graph of ``checkpoint`` to ``out`` (by convention ``NAME.tiling.onnx``).
+
+    Written to a temp name, checked with ``onnx.checker`` and numerically (:func:`check_tiling_graph`), then
+    renamed into place with its sidecar (``role="tiling"``). Nothing is left at ``out`` on failure.
+    """
+    from nst_train.checkpoint import file_sha256, load_checkpoint
+
+    out = Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    net = ckpt.model().eval().float().cpu()
+    log.info("exporting the tiling graph of %s (opset %d)", checkpoint, opset)
+    model = export_tiling_model(net, opset=opset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(out)
+    try:
+        save_model(model, tmp)
+        report = check_tiling_graph(tmp, net)
+        log.info("tiling graph check: max %d levels, moments within %.1e", report["max_abs_levels"],
+                 report["max_moment_rel_err"])
+        meta = Sidecar(
+            kind="onnx", precision="fp32", input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME),
+            min_size=MIN_SIZE, opset=opset, artifact_sha256=file_sha256(tmp),
+            checkpoint_sha256=file_sha256(checkpoint), parity=report, architecture=ckpt.metadata.architecture,
+            created_at=_now(), role="tiling",
+        )
+        return publish(tmp, out, meta)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

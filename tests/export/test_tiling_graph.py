@@ -1,0 +1,127 @@
+"""The tiling graph: statistics in, masked per-tile moments out; one tile with the true statistics reproduces
+the deploy model; the file, its sidecar (role "tiling") and its metadata follow the documented contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+LEVEL_TOLERANCE = 1
+
+
+@pytest.fixture(scope="module")
+def vivid(tiny_net):
+    """``tiny_net`` with an output spanning 0..255 (as tests/runtime's ``vivid_net``): a degenerate network
+    whose output clamps to 0 would hide a wrong normalization."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        net.deconv3.conv2d.weight.mul_(180.0)
+        net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def tiling_onnx(tmp_path_factory, vivid):
+    from nst_export.tiling_graph import tiling_onnx_from_checkpoint
+    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiling_graph")
+    ckpt = save_checkpoint(folder / "vivid.pth", vivid, CheckpointMetadata(steps=0))
+    return tiling_onnx_from_checkpoint(ckpt, folder / "vivid.tiling.onnx")
+
+
+@pytest.fixture(scope="module")
+def graph(tiling_onnx):
+    from nst_runtime.tiling import open_tiling_graph
+
+    return open_tiling_graph(tiling_onnx, providers=["CPUExecutionProvider"])
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_one_tile_with_the_true_statistics_reproduces_the_deploy_model(graph, vivid):
+    """A stats pass (the runtime's sequential algorithm, one tile = the whole image) finds PyTorch's
+    statistics, and the final pass with them matches the deploy model within 1 level."""
+    import torch
+    from nst_export.tiling_graph import torch_norm_moments
+    from nst_export.wrapper import DeployWrapper
+    from nst_runtime.tiling import stylize_exact
+
+    x = _image(64, 96)
+    want_mean, want_var = torch_norm_moments(vivid, x[None])
+    total = graph.offsets[-1]
+    mean, var = np.zeros(total, np.float32), np.ones(total, np.float32)
+    ones = np.ones(x.shape[:2], np.float32)
+    for k in range(graph.layers):
+        lo, hi = graph.offsets[k], graph.offsets[k + 1]
+        _, count, m, m2 = graph.run(x, ones, mean, var)
+        assert count[k] == x.shape[0] * x.shape[1] // (1, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 2, 1)[k] ** 2
+        mean[lo:hi], var[lo:hi] = m[lo:hi], m2[lo:hi] / count[k]
+    np.testing.assert_allclose(mean, want_mean[0], rtol=1e-4, atol=1e-3 * np.sqrt(want_var[0]).max())
+    np.testing.assert_allclose(var, want_var[0], rtol=1e-3, atol=1e-6)
+    out = graph.run(x, ones, mean, var)[0]
+    with torch.no_grad():
+        ref = DeployWrapper(vivid).eval()(torch.from_numpy(x[None])).numpy()[0]
+    assert np.abs(out.astype(int) - ref).max() <= LEVEL_TOLERANCE
+    assert ref.std() > 20  # the comparison is not between two near-constant images
+    # the runtime's exact tiling with one tile is the same computation
+    assert np.abs(stylize_exact(x, graph, tile_h=1024, tile_w=1024).astype(int) - ref).max() <= LEVEL_TOLERANCE
+
+
+def test_moments_are_masked_at_every_layer_resolution(graph, vivid):
+    """Counts follow the mask subsampled by each layer's stride; a mask of ones over the whole image
+    reproduces the unmasked moments."""
+    x = _image(48, 64, seed=1)
+    total = graph.offsets[-1]
+    mean, var = np.zeros(total, np.float32), np.ones(total, np.float32)
+    mask = np.zeros(x.shape[:2], np.float32)
+    mask[8:40, 16:48] = 1.0  # a core aligned to multiples of 4 (and 8)
+    _, count, _, m2 = graph.run(x, mask, mean, var)
+    strides = (1, 2, 4) + (4,) * 10 + (2, 1)
+    assert count.tolist() == [float(mask[::s, ::s].sum()) for s in strides]
+    assert (m2 >= 0).all()
+    # two halves of the image (cores that partition it) combine to the whole image's moments
+    from nst_runtime.tiling import combine_moments
+
+    top, bottom = np.zeros_like(mask), np.zeros_like(mask)
+    top[:24], bottom[24:] = 1.0, 1.0
+    parts = [graph.run(x, m, mean, var) for m in (top, bottom)]
+    _, c_all, m_all, m2_all = graph.run(x, np.ones_like(mask), mean, var)
+    per_channel = np.repeat(np.arange(len(strides)), graph.channels)
+    got_mean, got_var = combine_moments(np.stack([p[1][per_channel] for p in parts]),
+                                        np.stack([p[2] for p in parts]), np.stack([p[3] for p in parts]))
+    np.testing.assert_allclose(got_mean, m_all, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got_var, m2_all / c_all[per_channel], rtol=1e-3, atol=1e-5)
+
+
+def test_file_sidecar_and_metadata(tiling_onnx):
+    import onnx
+    from nst_export.tiling_graph import INPUT_NAMES, OUTPUT_NAMES
+    from nst_runtime.sidecar import read_sidecar
+
+    meta = read_sidecar(tiling_onnx)
+    assert meta.role == "tiling" and meta.kind == "onnx" and meta.precision == "fp32"
+    assert meta.parity["max_abs_levels"] <= LEVEL_TOLERANCE
+    model = onnx.load(str(tiling_onnx))
+    assert [i.name for i in model.graph.input] == list(INPUT_NAMES)
+    assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
+    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim[:3]]
+    assert dims == ["batch", "height", "width"]
+    props = {p.key: p.value for p in model.metadata_props}
+    channels = [int(c) for c in props["nst.tiling.channels"].split(",")]
+    assert len(channels) == 15 and sum(channels) == 1600
+
+
+def test_tiling_path_convention(tmp_path):
+    from nst_export.tiling_graph import tiling_path_for
+
+    assert tiling_path_for(tmp_path / "candy.onnx") == tmp_path / "candy.tiling.onnx"
+    assert tiling_path_for(tmp_path / "candy.fp16.engine") == tmp_path / "candy.tiling.onnx"
