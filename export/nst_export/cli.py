@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from nst_runtime.errors import BackendUnavailableError, NstError, UsageError
+from nst_runtime.errors import BackendUnavailableError, NstError, UsageError, write_error
 from nst_runtime.sidecar import ShapeProfile, read_sidecar
 
 log = logging.getLogger("nst_export.cli")
@@ -228,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NstError as exc:
         print(f"nst-export: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a write outside the guarded ONNX saves (sidecar, Triton repo, engine)
+        err = write_error(exc.filename or args.out_dir, exc)
+        print(f"nst-export: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("nst-export: interrupted; no partial files were left behind.", file=sys.stderr)
         return 130

@@ -185,7 +185,7 @@ def fp16_onnx_from_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
     try:
-        save_model(fp16, tmp)
+        save_model(fp16, tmp, final=out)
         report = check_parity(tmp, reference, precision="fp16", reference_name=reference_name,
                               tolerance=tolerance, shapes=parity_shapes, label=str(out))
         log.info("FP16 parity: %s", report.summary())

@@ -165,10 +165,18 @@ def _conv_weight_dtypes(model: Any) -> dict[str, int]:
     return {n.input[1]: inits.get(n.input[1], 0) for n in model.graph.node if n.op_type == "Conv"}
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> None:
+def save_model(model: Any, path: str | os.PathLike[str], *, final: Path) -> None:
+    """Serialize ``model`` to ``path`` (the temp name of ``final``); a full disk becomes a one-line
+    :class:`WriteError` naming ``final``."""
     import onnx
+    from nst_runtime.errors import write_error
 
-    onnx.save_model(model, os.fspath(path))
+    try:
+        onnx.save_model(model, os.fspath(path))
+        with open(path, "rb+") as f:  # on disk before the rename that publishes it
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise write_error(final, exc) from exc
 
 
 def temp_path_for(out: Path) -> Path:
@@ -226,7 +234,7 @@ def onnx_from_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
     try:
-        save_model(model, tmp)
+        save_model(model, tmp, final=out)
         report = check_parity(tmp, torch_reference(net), precision="fp32", reference_name="pytorch-fp32",
                               tolerance=tolerance, shapes=parity_shapes, label=str(out))
         log.info("FP32 parity: %s", report.summary())

@@ -328,7 +328,7 @@ def tiling_onnx_from_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
     try:
-        save_model(model, tmp)
+        save_model(model, tmp, final=out)
         report = check_tiling_graph(tmp, net)
         log.info("tiling graph check: max %d levels, moments within %.1e", report["max_abs_levels"],
                  report["max_moment_rel_err"])

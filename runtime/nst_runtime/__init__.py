@@ -18,6 +18,7 @@ from .errors import (
     ModelFileError,
     NstError,
     UsageError,
+    WriteError,
 )
 from .images import read_image, save_image
 from .sidecar import Sidecar, read_sidecar
@@ -33,6 +34,7 @@ __all__ = [
     "Sidecar",
     "Stylizer",
     "UsageError",
+    "WriteError",
     "read_image",
     "read_sidecar",
     "save_image",

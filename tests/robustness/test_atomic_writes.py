@@ -216,9 +216,6 @@ def test_disk_full_training_cli(tmp_path, train_args, disk_full, capsys, one_tor
     _no_temps(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="export/nst_export: onnx.save_model's OSError escapes nst-export as a "
-                   "traceback. Fix: in onnx_export.save_model wrap `onnx.save_model(...)` in `except OSError as "
-                   "exc: raise nst_runtime.errors.write_error(path, exc) from exc` (and catch OSError in cli.main)")
 def test_disk_full_export_cli_one_line(tmp_path, vivid_checkpoint, monkeypatch, capsys):
     import onnx
     from nst_export.cli import main
