@@ -209,6 +209,12 @@ def merge_into(existing: str | os.PathLike[str], new: dict[str, Any]) -> dict[st
     touched = {r["backend"] for r in new["results"]} | {s["backend"] for s in new["skipped"]}
     merged = dict(old)
     merged["results"] = [r for r in old["results"] if r["backend"] not in touched] + new["results"]
+    # Speed-ups pair feed-forward records with Gatys records, either of which may have just changed.
+    from .run import attach_speedups
+
+    for r in merged["results"]:
+        r.pop("speedup_vs_gatys", None)
+    attach_speedups(merged["results"])
     merged["skipped"] = [s for s in old.get("skipped", []) if s["backend"] not in touched] + new["skipped"]
     merged["notes"] = list(dict.fromkeys([*old.get("notes", []), *new.get("notes", []),
                                           f"Backends {', '.join(sorted(touched))} re-measured by a later run "

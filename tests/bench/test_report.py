@@ -86,6 +86,8 @@ def test_merge_into_replaces_only_rerun_backends(doc, tmp_path):
     gatys = [r for r in merged["results"] if r["backend"] == "gatys"]
     assert len(gatys) == 1 and gatys[0]["median_ms"] == 100.0
     assert sum(r["backend"] == "torch" for r in merged["results"]) == 3
+    ort = next(r for r in merged["results"] if r["backend"] == "ort" and r["batch"] == 1)
+    assert ort["speedup_vs_gatys"]["300"] == pytest.approx(30.0 / 0.150)  # recomputed with the new Gatys
     assert merged["skipped"] == doc["skipped"] and merged["appended_runs"]
     with pytest.raises(UsageError):
         merge_into(path, {**new, "config": {"device": "cuda"}})
