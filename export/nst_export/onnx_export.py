@@ -49,11 +49,9 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-_now = utc_now  # the name tiling_graph.py imports
-
 
 @contextlib.contextmanager
-def _quiet_torch_exporter() -> Iterator[None]:
+def quiet_torch_exporter() -> Iterator[None]:
     """The dynamo exporter logs and warns about things irrelevant here (missing torchvision ops, deprecations)."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
     levels = [logger.level for logger in loggers]
@@ -83,7 +81,7 @@ def export_onnx_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     example = torch.zeros((1, 64, 64, 3), dtype=torch.uint8)
     dims = {0: Dim("batch", min=1, max=_MAX_DIM), 1: Dim("height", min=MIN_SIZE, max=_MAX_DIM),
             2: Dim("width", min=MIN_SIZE, max=_MAX_DIM)}
-    with _quiet_torch_exporter():
+    with quiet_torch_exporter():
         program = torch.onnx.export(
             wrapper, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             opset_version=opset, dynamo=True, dynamic_shapes=(dims,), optimize=True, verbose=False,

@@ -34,9 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
-from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +43,7 @@ from nst_runtime.sidecar import Sidecar, TensorSpec
 
 # only the public helpers of onnx_export (it is being worked on; private names may move)
 from . import onnx_export
-from .onnx_export import DEFAULT_OPSET, publish, save_model, temp_path_for
+from .onnx_export import DEFAULT_OPSET, publish, quiet_torch_exporter, save_model, temp_path_for, utc_now
 from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -66,26 +63,6 @@ _CHECK_SHAPES = ((2, 48, 80),)
 #: the deploy graph's opset range (lowest the dynamo exporter emits .. highest TensorRT 10.x's parser documents)
 MIN_OPSET, MAX_OPSET = getattr(onnx_export, "MIN_OPSET", 18), getattr(onnx_export, "MAX_OPSET", 24)
 _MAX_DIM = 1 << 14
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@contextlib.contextmanager
-def _quiet_torch_exporter() -> Iterator[None]:
-    """The dynamo exporter warns about things irrelevant here (missing torchvision ops, deprecations)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 def _set_metadata(model: Any, items: dict[str, str]) -> None:
@@ -189,7 +166,7 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
     w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
     spatial = {0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}
-    with _quiet_torch_exporter():
+    with quiet_torch_exporter():
         program = torch.onnx.export(
             module, example, None, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             opset_version=opset, dynamo=True, dynamic_shapes=(spatial, spatial, None, None), optimize=True,
@@ -336,7 +313,7 @@ def tiling_onnx_from_checkpoint(
             kind="onnx", precision="fp32", input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME),
             min_size=MIN_SIZE, opset=opset, artifact_sha256=file_sha256(tmp),
             checkpoint_sha256=file_sha256(checkpoint), parity=report, architecture=ckpt.metadata.architecture,
-            created_at=_now(), role="tiling",
+            created_at=utc_now(), role="tiling",
         )
         return publish(tmp, out, meta)
     finally:

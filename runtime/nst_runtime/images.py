@@ -25,13 +25,11 @@ stylizes every frame and writes an animation of the same format with the same ti
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
-from .errors import ImageError, UsageError, write_error
+from .atomic import atomic_output
+from .errors import ImageError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -327,44 +326,3 @@ def save_image(
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         frame_list[0].save(f, format=fmt, **params)
     return path
-
-
-def _read_umask() -> int:
-    # os.umask can only be read by setting it, which races with other threads; read it once, at import
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterator[str]:
-    """Yield a temp file name beside ``path``; when the block ends without error, the temp file is fsynced
-    and renamed over ``path`` (so ``path`` is either the old file or the complete new one, even if the
-    process is killed). On any error the temp file is removed and an ``OSError`` (disk full, no permission)
-    becomes one-line :class:`~nst_runtime.errors.WriteError`. The file gets the umask's mode, as ``open``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from exc
-        raise

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._lazy import import_optional
+from .atomic import atomic_output
 from .errors import MediaError, write_error
-from .images import atomic_output
 
 if TYPE_CHECKING:
     from .stylizer import Stylizer

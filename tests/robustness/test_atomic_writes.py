@@ -38,7 +38,7 @@ def stall_after_half(real_write):
 
 if kind in ("checkpoint", "state"):
     import torch
-    import nst_train.atomic as atomic
+    import nst_runtime.atomic as atomic
     from nst_train.model import TransformerNet
     torch.manual_seed(int(sys.argv[3]))
     net = TransformerNet()
@@ -52,16 +52,16 @@ if kind in ("checkpoint", "state"):
             save_training_state(path, model=net, optimizer=opt, scaler=torch.amp.GradScaler("cpu", enabled=False),
                                 step=int(sys.argv[3]), epoch=0, batch_in_epoch=0, fingerprint={})
     if sys.argv[4] == "stall":
-        real_fdopen = os.fdopen
-        def fdopen(fd, mode="r", *a, **k):
-            f = real_fdopen(fd, mode, *a, **k)
+        real_open = open
+        def slow_open(file, mode="r", *a, **k):
+            f = real_open(file, mode, *a, **k)
             real = f.write
             def w(data):
                 real(bytes(data)[: len(data) // 2]); f.flush()
                 print("MIDWRITE", flush=True); time.sleep(600)
             f.write = w
             return f
-        atomic.os.fdopen = fdopen
+        atomic.open = slow_open
     save()
 else:  # a stylized output image through the runtime's save_image
     import numpy as np
@@ -152,18 +152,17 @@ class _DiskFull:
 @pytest.fixture
 def disk_full(monkeypatch):
     """After ``arm(budget)``, files opened by nst's writers fail with ENOSPC after ``budget`` bytes."""
+    import nst_runtime.atomic as atomic
     import nst_runtime.images as images
-    import nst_train.atomic as atomic
 
-    real_fdopen, real_open = os.fdopen, open
+    real_open = open
 
     def arm(budget: int = 1000) -> None:
-        monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode="r", *a, **k: _DiskFull(
-            real_fdopen(fd, mode, *a, **k), budget), raising=True)
-        monkeypatch.setattr(images, "open", lambda *a, **k: _DiskFull(real_open(*a, **k), budget), raising=False)
+        for module in (atomic, images):
+            monkeypatch.setattr(module, "open", lambda *a, **k: _DiskFull(real_open(*a, **k), budget),
+                                raising=False)
 
     yield arm
-    monkeypatch.setattr(atomic.os, "fdopen", real_fdopen)
 
 
 def _no_temps(folder: Path) -> None:
