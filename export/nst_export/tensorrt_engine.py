@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from nst_runtime.errors import BackendUnavailableError, ModelFileError, UsageError
-from nst_runtime.sidecar import ShapeProfile, Sidecar, TensorSpec, read_sidecar, sidecar_path
+from nst_runtime.sidecar import ShapeProfile, Sidecar, TensorSpec, read_sidecar
 
-from .onnx_export import make_readable, utc_now
+from .onnx_export import publish, temp_path_for, utc_now
 from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -203,27 +203,25 @@ def engine_from_onnx(
     if cache_path is not None:
         with atomic_write(cache_path) as f:
             f.write(memoryview(config.get_timing_cache().serialize()))
-    with atomic_write(out) as f:
-        f.write(memoryview(plan))
+    # like the ONNX files: the plan stays under a temp name until its sidecar can be written beside it
+    tmp = temp_path_for(out)
     try:
+        with open(tmp, "wb") as f:
+            f.write(memoryview(plan))
+            os.fsync(f.fileno())
         meta = Sidecar(
             kind="tensorrt", precision=onnx_meta.precision, input=TensorSpec(INPUT_NAME),
             output=TensorSpec(OUTPUT_NAME), min_size=MIN_SIZE, profile=profile, opset=onnx_meta.opset,
             tensorrt_version=trt.__version__, version_compatible=version_compatible,
             exclude_lean_runtime=exclude_lean_runtime, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
-            artifact_sha256=file_sha256(out), checkpoint_sha256=onnx_meta.checkpoint_sha256,
+            artifact_sha256=file_sha256(tmp), checkpoint_sha256=onnx_meta.checkpoint_sha256,
             onnx_sha256=file_sha256(onnx_path),
             # the engine itself is not run here; these are the numbers of the ONNX file it was built from
             parity={**onnx_meta.parity, "measured_on": f"source ONNX {onnx_path.name}"},
             build_time_s=round(build_time, 3), architecture=onnx_meta.architecture,
             created_at=utc_now(),
         )
-        with atomic_write(sidecar_path(out), "w") as f:
-            f.write(meta.to_json())
-        make_readable(out)
-        make_readable(sidecar_path(out))
-    except BaseException:
+        return publish(tmp, out, meta)
+    finally:
         with contextlib.suppress(FileNotFoundError):
-            out.unlink()
-        raise
-    return out
+            tmp.unlink()
