@@ -22,9 +22,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip_trt = pytest.mark.skip(reason="needs the tensorrt package and a GPU; `import tensorrt` fails here")
     has_trt = importlib.util.find_spec("tensorrt") is not None and _has_cuda()
     for item in items:
-        if "gpu" in item.keywords and not _has_cuda():
+        # markers, not keywords: a parametrize id such as [gpu] is a keyword too
+        if item.get_closest_marker("gpu") is not None and not _has_cuda():
             item.add_marker(skip_gpu)
-        if "tensorrt" in item.keywords and not has_trt:
+        if item.get_closest_marker("tensorrt") is not None and not has_trt:
             item.add_marker(skip_trt)
 
 
