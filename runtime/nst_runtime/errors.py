@@ -56,6 +56,11 @@ class WeightsUnavailableError(NstError):
     exit_code = 7
 
 
+class ImageTooLargeError(ImageError):
+    """An image over the pixel limit (the decompression-bomb guard): a kind of :class:`ImageError`, same exit
+    code, told apart so that a service can answer it as "too large" (HTTP 413) rather than "bad" (400)."""
+
+
 class MediaError(ImageError):
     """A video that cannot be decoded or encoded (a kind of :class:`ImageError`, same exit code)."""
 

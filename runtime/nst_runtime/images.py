@@ -25,6 +25,7 @@ stylizes every frame and writes an animation of the same format with the same ti
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -32,13 +33,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from .atomic import atomic_output
-from .errors import ImageError, UsageError
+from .errors import ImageError, ImageTooLargeError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -92,29 +93,39 @@ def _allow_pillow_limit(max_pixels: int) -> None:
             Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+#: what :func:`read_image` decodes: a file path, encoded bytes, or a binary file object
+ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+
+
 def read_image(
-    path: str | os.PathLike[str],
+    path: ImageSource,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     formats: Sequence[str] = ACCEPTED_FORMATS,
     all_frames: bool = False,
+    name: str | None = None,
 ) -> DecodedImage:
     """Decode an image file with only the ``formats`` decoders and a pixel limit checked before decoding.
+
+    ``path`` may also be the encoded bytes themselves (``bytes``, ``bytearray``, ``memoryview``) or a binary
+    file object (an upload, ``io.BytesIO``; one that cannot seek is read whole first): the same decoders,
+    limits and errors apply. Error messages name ``name``, else the file object's ``name``, else
+    ``"image data"``.
 
     EXIF orientation is applied. ``max_pixels=None`` disables the limit (only for trusted files). With
     ``all_frames``, an animation's frames count together against ``max_pixels`` (they are held in memory
     at once). Raises :class:`ImageError` for unreadable, unsupported, truncated or oversized files: whatever
     a decoder raises on a damaged or hostile file becomes one line naming the file.
     """
-    path = Path(path)
+    source, path = _source_and_label(path, name)
     if max_pixels is not None:
         _allow_pillow_limit(max_pixels)
     try:
-        if path.is_file() and path.stat().st_size == 0:
+        if _is_empty(source):
             raise ImageError(f"{path}: the file is empty (an interrupted copy or download?).")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path, formats=list(formats))
+            img = Image.open(source, formats=list(formats))
     except ImageError:
         raise
     except FileNotFoundError:
@@ -127,7 +138,7 @@ def read_image(
             "Fix: convert it to PNG or JPEG, or check that the file is not truncated."
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageError(_too_many_pixels(path, "the header's size", _pixels_in(exc), max_pixels)) from None
+        raise ImageTooLargeError(_too_many_pixels(path, "the header's size", _pixels_in(exc), max_pixels)) from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc}).") from None
     except Exception as exc:  # a decoder's header parser tripping over hostile bytes (struct.error, …)
@@ -140,13 +151,13 @@ def read_image(
             n_frames = int(getattr(img, "n_frames", 1) or 1) if all_frames else 1
             if n_frames > 1:
                 if max_pixels is not None and n_frames * w * h > max_pixels:
-                    raise ImageError(_too_many_pixels(path, f"{n_frames} frames of {w}x{h}", n_frames * w * h,
+                    raise ImageTooLargeError(_too_many_pixels(path, f"{n_frames} frames of {w}x{h}", n_frames * w * h,
                                                       max_pixels))
                 frames, durations, total = [], [], 0
                 for frame in ImageSequence.Iterator(img):
                     total += frame.size[0] * frame.size[1]  # TIFF pages may differ in size; check before decoding
                     if max_pixels is not None and total > max_pixels:
-                        raise ImageError(_too_many_pixels(path, f"an animation of {len(frames) + 1}+ frames",
+                        raise ImageTooLargeError(_too_many_pixels(path, f"an animation of {len(frames) + 1}+ frames",
                                                           total, max_pixels))
                     decoded = frame.copy()  # decode first: WebP sets a frame's duration only once it is loaded
                     durations.append(int(frame.info.get("duration", img.info.get("duration", 100)) or 100))
@@ -158,11 +169,35 @@ def read_image(
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:
-            raise ImageError(_too_many_pixels(path, "a frame's size", _pixels_in(exc), max_pixels)) from None
+            raise ImageTooLargeError(_too_many_pixels(path, "a frame's size", _pixels_in(exc), max_pixels)) from None
         except MemoryError:
             raise ImageError(f"{path}: not enough memory to decode this {fmt} image.") from None
         except Exception as exc:  # OSError "truncated", ValueError, SyntaxError, EOFError, struct.error, …
             raise ImageError(f"{path}: corrupt or truncated {fmt} data ({type(exc).__name__}: {exc}).") from None
+
+
+def _source_and_label(source: ImageSource, name: str | None) -> tuple[Path | IO[bytes], Any]:
+    """What Pillow opens, and what error messages call it (the path itself for files)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source)), name or "image data"
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source), Path(source) if name is None else name
+    if not hasattr(source, "read"):
+        raise UsageError(f"expected an image file path, bytes or a binary file object, got {type(source).__name__}.")
+    label = name or getattr(source, "name", None) or "image data"
+    seekable = getattr(source, "seekable", None)
+    if not (callable(seekable) and seekable()):
+        source = io.BytesIO(source.read())  # Pillow seeks while identifying the format
+    return source, label
+
+
+def _is_empty(source: Path | IO[bytes]) -> bool:
+    if isinstance(source, Path):
+        return source.is_file() and source.stat().st_size == 0
+    here = source.tell()
+    end = source.seek(0, io.SEEK_END)
+    source.seek(here)
+    return end - here == 0
 
 
 def _too_many_pixels(path: Path, what: str, pixels: int | None, max_pixels: int | None) -> str:
@@ -182,7 +217,7 @@ def _pixels_in(exc: Exception) -> int | None:
 
 def _check_pixels(path: Path, w: int, h: int, max_pixels: int | None) -> None:
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(_too_many_pixels(path, f"{w}x{h}", w * h, max_pixels))
+        raise ImageTooLargeError(_too_many_pixels(path, f"{w}x{h}", w * h, max_pixels))
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -308,14 +343,40 @@ def save_image(
     first frame is written and a warning is logged. Alpha is dropped for formats without it (JPEG, BMP).
     """
     path = Path(path)
+    fmt = (format or FORMAT_BY_SUFFIX.get(path.suffix.lower(), "PNG")).upper()
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        _write_frames(frames, f, fmt=fmt, quality=quality, durations=durations, loop=loop, label=path)
+    return path
+
+
+def encode_image(
+    frames: Image.Image | Sequence[Image.Image],
+    *,
+    format: str = "PNG",
+    quality: int = 95,
+    durations: Sequence[int] = (),
+    loop: int | None = None,
+) -> bytes:
+    """The bytes :func:`save_image` would write, in memory (for web services): the same format rules,
+    alpha and animation handling, and quality. ``format`` is a Pillow format name (``"PNG"``, ``"JPEG"``…)."""
+    buf = io.BytesIO()
+    _write_frames(frames, buf, fmt=format.upper(), quality=quality, durations=durations, loop=loop,
+                  label="image data")
+    return buf.getvalue()
+
+
+def _write_frames(
+    frames: Image.Image | Sequence[Image.Image], out: IO[bytes], *, fmt: str, quality: int,
+    durations: Sequence[int], loop: int | None, label: object,
+) -> None:
+    """The one encoder behind :func:`save_image` and :func:`encode_image`."""
     frame_list = [frames] if isinstance(frames, Image.Image) else list(frames)
     if not frame_list:
-        raise UsageError(f"{path}: nothing to save (no frames).")
-    fmt = (format or FORMAT_BY_SUFFIX.get(path.suffix.lower(), "PNG")).upper()
+        raise UsageError(f"{label}: nothing to save (no frames).")
     if fmt not in _ALPHA_FORMATS:
         frame_list = [f.convert("RGB") if f.mode in ("RGBA", "LA", "PA") else f for f in frame_list]
     if len(frame_list) > 1 and fmt not in _ANIMATED_FORMATS:
-        logger.warning("%s: %s cannot hold an animation; writing the first frame only", path, fmt)
+        logger.warning("%s: %s cannot hold an animation; writing the first frame only", label, fmt)
         frame_list = frame_list[:1]
     params: dict[str, Any] = {}
     if fmt in ("JPEG", "WEBP"):
@@ -323,6 +384,4 @@ def save_image(
     if len(frame_list) > 1:
         params.update(save_all=True, append_images=frame_list[1:], duration=list(durations) or 100,
                       loop=0 if loop is None else loop)
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        frame_list[0].save(f, format=fmt, **params)
-    return path
+    frame_list[0].save(out, format=fmt, **params)

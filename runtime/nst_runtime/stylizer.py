@@ -15,7 +15,17 @@ from PIL import Image
 
 from .artifact import ModelArtifact, fp16_sibling, open_artifact
 from .errors import UsageError
-from .images import array_to_planes, merge_planes, pad_to_min_size, pil_to_planes
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageSource,
+    array_to_planes,
+    encode_image,
+    merge_planes,
+    output_format_for,
+    pad_to_min_size,
+    pil_to_planes,
+    read_image,
+)
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
 from .tiling import (
@@ -305,6 +315,38 @@ class Stylizer:
         numpy input: uint8 or uint16, HxW / HxWx1 (gray → HxWx3 out), HxWx3 RGB, HxWx4 RGBA (alpha kept).
         """
         return self.stylize_batch([image])[0]
+
+    def stylize_bytes(
+        self,
+        data: ImageSource,
+        *,
+        format: str | None = None,
+        quality: int = 95,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        **options: Any,
+    ) -> bytes:
+        """Encoded image in, encoded image out: for web apps and services that hold uploads, not files.
+
+        ``data`` is the encoded image (``bytes``, or a binary file object such as an upload). It is decoded
+        exactly as :func:`nst_runtime.read_image` decodes a file (the same decoders, ``max_pixels`` limit,
+        EXIF orientation and errors; every frame of an animation is stylized), and the result is encoded
+        as ``nst-stylize`` would write it: ``format`` ``"png"``, ``"jpeg"``, ``"webp"``… (default: the
+        input's format where sensible, else PNG), ``quality`` 0..100 for JPEG and WebP. ``options`` go to
+        :meth:`stylize` for every frame. ::
+
+            png = stylizer.stylize_bytes(request_body, format="png")
+
+        Raises:
+            ImageError: undecodable or unsupported data (:class:`ImageTooLargeError` over ``max_pixels``).
+            UsageError: an unknown ``format`` or a ``quality`` outside 0..100.
+        """
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
+            raise UsageError(f"quality {quality!r}: expected an integer from 0 to 100 (JPEG/WebP; default 95).")
+        fmt = output_format_for(None, format) if format else None  # refuse a bad format before the work
+        decoded = read_image(data, max_pixels=max_pixels, all_frames=True)
+        frames = [self.stylize(frame, **options) for frame in decoded.frames]
+        fmt = fmt or output_format_for(decoded.format, None, animated=decoded.is_animated)
+        return encode_image(frames, format=fmt, quality=quality, durations=decoded.durations, loop=decoded.loop)
 
     def stylize_batch(self, images: Sequence[ImageT], *, batch_size: int | None = None) -> list[ImageT]:
         """Stylize several images; same-size ones share calls of up to ``batch_size`` images."""
