@@ -39,7 +39,7 @@ from .tiling import (
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["auto", "onnxruntime", "tensorrt"]
+Backend = Literal["auto", "onnxruntime", "tensorrt", "openvino"]
 ImageT = TypeVar("ImageT", Image.Image, np.ndarray)
 DEFAULT_TILE_OVERLAP = 64
 
@@ -128,7 +128,9 @@ class Stylizer:
 
         Args:
             device: GPU index, or ``"cpu"`` (ONNX Runtime only).
-            backend: ``"auto"`` picks TensorRT for engines and ONNX Runtime for ONNX files.
+            backend: ``"auto"`` walks the table in :mod:`nst_runtime.backends`: TensorRT for engines; for ONNX
+                files ONNX Runtime's GPU providers, then OpenVINO (x86 CPUs, when installed), then ONNX
+                Runtime on the CPU. Or ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``.
             providers: ONNX Runtime providers to use instead of TensorRT → CUDA → CPU.
             tile: largest height/width of one network call; larger images run in overlapping tiles.
                 Engines are also limited by their optimization profile's maximum.
@@ -148,24 +150,32 @@ class Stylizer:
             BackendUnavailableError: the backend, GPU, or matching TensorRT version is not here.
             UsageError: an invalid option.
         """
-        if backend not in ("auto", "onnxruntime", "tensorrt"):
-            raise UsageError(f"backend {backend!r}: expected 'auto', 'onnxruntime' or 'tensorrt'.")
+        from .artifact import fallback_hint
+        from .backends import BACKEND_NAMES, choose_backend
+        from .errors import BackendUnavailableError
+
+        if backend not in BACKEND_NAMES:
+            raise UsageError(f"backend {backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}.")
         artifact = open_artifact(path, verify_hash=verify_hash)
         tiling = dict(tile_halo=tile_halo, tiling_graph=_tiling_loader(
             artifact.path, device=device, providers=providers, intra_op_threads=intra_op_threads,
             verify_hash=verify_hash))
-        chosen = ("tensorrt" if artifact.kind == "tensorrt" else "onnxruntime") if backend == "auto" else backend
-        if chosen == "onnxruntime" and artifact.kind == "tensorrt":
-            raise UsageError(
-                f"{artifact.path}: a TensorRT engine runs only on the tensorrt backend. "
-                "Fix: pass the ONNX file for --backend onnxruntime, or drop --backend."
-            )
-        if chosen == "tensorrt" and artifact.kind == "onnx":
-            raise UsageError(
-                f"{artifact.path}: the tensorrt backend runs engines (.engine/.plan); this is an ONNX file. "
-                "Fix: build an engine with nst-export, or use --backend onnxruntime (its TensorRT provider "
-                "is used when available)."
-            )
+        # one table decides (nst_runtime.backends.PREFERENCE); -v shows the walk
+        try:
+            choice = choose_backend(artifact.kind, device=device, requested=backend, providers=providers)
+        except UsageError as exc:
+            raise UsageError(f"{artifact.path}: {exc}") from None
+        except BackendUnavailableError as exc:
+            hint = fallback_hint(artifact.path) if artifact.kind == "tensorrt" else ""
+            raise BackendUnavailableError(f"{artifact.path}: {exc}{hint}") from None
+        chosen = choice.backend
+        if chosen == "openvino":
+            from .openvino_backend import CompiledModelFromOnnx, OpenVinoRunner
+
+            runner_ov = OpenVinoRunner(CompiledModelFromOnnx(artifact.path, threads=intra_op_threads),
+                                       sidecar=artifact.sidecar).activate()
+            return cls(runner_ov, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                       parallel_calls=1, **tiling)
         if chosen == "tensorrt":
             from .artifact import fallback_hint
             from .errors import BackendUnavailableError
@@ -185,6 +195,7 @@ class Stylizer:
             return cls(runner_trt, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                        parallel_calls=contexts, **tiling)
 
+        from .devices import parse_device
         from .onnxruntime_backend import (
             GPU_PROVIDERS,
             OnnxRuntimeRunner,
@@ -193,7 +204,10 @@ class Stylizer:
             select_providers,
         )
 
-        chosen_providers = select_providers(_ort().get_available_providers(), device=device, requested=providers)
+        ort_device = ("cpu" if choice.place == "cpu" else
+                      device if isinstance(device, int) else parse_device(device).gpu_index)
+        chosen_providers = select_providers(_ort().get_available_providers(), device=ort_device,
+                                            requested=providers)
         on_gpu = any((p[0] if isinstance(p, tuple) else p) in GPU_PROVIDERS for p in chosen_providers)
         if on_gpu and prefer_fp16 and artifact.sidecar.precision == "fp32":
             sibling = fp16_sibling(artifact.path)

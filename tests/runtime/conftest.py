@@ -24,11 +24,25 @@ def vivid_onnx(tmp_path_factory, vivid_net):
     return onnx_from_checkpoint(ckpt, folder / "vivid.onnx")
 
 
+def _cpu_backends() -> list[str]:
+    from nst_runtime.backends import backends_present
+
+    return backends_present("onnx", place="cpu")
+
+
+@pytest.fixture(scope="session", params=_cpu_backends())
+def runtime_backend(request):
+    """Every backend present here that runs ONNX files on the CPU (onnxruntime, and openvino when installed):
+    tests taking ``stylizer`` run once per backend, so each one keeps the same contract."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def stylizer(vivid_onnx):
+def stylizer(vivid_onnx, runtime_backend):
     from nst_runtime import Stylizer
 
-    with Stylizer.open(vivid_onnx, device="cpu") as s:
+    with Stylizer.open(vivid_onnx, device="cpu", backend=runtime_backend) as s:
+        assert s.backend == runtime_backend
         yield s
 
 

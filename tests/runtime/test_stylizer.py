@@ -75,7 +75,8 @@ def test_frames_come_out_lazily_and_in_order(stylizer, make_image):
     out = list(stylizer.stylize_frames(iter(frames), batch_size=3))
     assert len(out) == 7
     for x, y in zip(frames, out, strict=True):
-        np.testing.assert_array_equal(y, stylizer.stylize(x))
+        # batched kernels may round differently by one level (OpenVINO picks kernels per batch shape)
+        assert np.abs(y.astype(int) - stylizer.stylize(x)).max() <= 1
 
 
 def test_gray_and_uint16_arrays(stylizer, make_image):

@@ -1,0 +1,165 @@
+"""OpenVINO backend: a loader (``CompiledModelFromOnnx``) and a runner (``OpenVinoRunner``).
+
+OpenVINO reads nst's ONNX files directly (no conversion step, no second artifact) and runs them on the CPU
+with its own kernels, which on x86 are faster than ONNX Runtime's for this network, and run the INT8 QDQ file
+(``NAME.int8.onnx``) with integer kernels. Facts this module relies on, measured with openvino 2026.4:
+
+* Dynamic N/H/W are kept dynamic: one compiled model serves every size. The first call of a new shape costs
+  shape inference and kernel selection (about 25 ms at 64x64 on 2 cores), later calls of that shape none; no
+  recompilation happens.
+* ``CompiledModel`` is thread-safe, an ``InferRequest`` is not. The runner keeps a pool of infer requests
+  (each thread takes an idle one, at most ``requests`` exist) — the same pool the TensorRT runner uses for its
+  execution contexts.
+* The CPU plugin may pick bf16 on CPUs that have it (AMX, AVX-512 BF16); the runner asks for f32
+  (``INFERENCE_PRECISION_HINT``) so that an FP32 file keeps its parity with PyTorch. INT8 QDQ files still run
+  their quantized convolutions in int8: the hint only governs the operations that are not quantized.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._lazy import import_optional
+from .errors import BackendUnavailableError, ModelFileError, UsageError
+from .sidecar import Sidecar
+from .tensorrt_backend import ContextPool
+
+logger = logging.getLogger(__name__)
+
+#: infer requests the runner creates at most (one per concurrently calling thread; a call already uses all
+#: the cores it is given, so more only queue)
+DEFAULT_REQUESTS = 2
+
+
+def _ov() -> Any:
+    return import_optional("openvino", purpose="the OpenVINO backend", install="pip install 'nst[openvino]'")
+
+
+def openvino_version() -> str | None:
+    """The installed openvino's version, or None where it cannot be imported (never raises)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("openvino")
+    except (ImportError, PackageNotFoundError):
+        return None
+
+
+class CompiledModelFromOnnx:
+    """Loader: ONNX file → ``openvino.CompiledModel`` on ``device`` (called lazily, on activation).
+
+    ``threads``: CPU threads per inference (``INFERENCE_NUM_THREADS``; default: OpenVINO's choice, all
+    physical cores). ``performance_hint``: ``"LATENCY"`` (one request uses every core; what one image at a
+    time wants) or ``"THROUGHPUT"`` (several streams sharing the cores).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "CPU",
+        threads: int | None = None,
+        performance_hint: str = "LATENCY",
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads={threads}: expected at least 1 (or None for all cores).")
+        if performance_hint not in ("LATENCY", "THROUGHPUT"):
+            raise UsageError(f"performance_hint {performance_hint!r}: expected 'LATENCY' or 'THROUGHPUT'.")
+        self.path = Path(path)
+        self.device = device
+        self.threads = threads
+        self.performance_hint = performance_hint
+
+    def config(self) -> dict[str, str]:
+        cfg = {"PERFORMANCE_HINT": self.performance_hint, "INFERENCE_PRECISION_HINT": "f32"}
+        if self.threads:
+            cfg["INFERENCE_NUM_THREADS"] = str(self.threads)
+        return cfg
+
+    def __call__(self) -> Any:
+        ov = _ov()
+        core = ov.Core()
+        if self.device not in core.available_devices:
+            raise BackendUnavailableError(
+                f"OpenVINO {openvino_version()} has no {self.device} device here (it has "
+                f"{core.available_devices}). Fix: use --backend onnxruntime, or run on a machine with that device."
+            )
+        try:
+            model = core.read_model(str(self.path))
+            return core.compile_model(model, self.device, self.config())
+        except Exception as exc:  # openvino raises RuntimeError/its own classes with the parser's message
+            raise ModelFileError(
+                f"{self.path}: OpenVINO cannot load it: not a valid ONNX file, or one with operators it does not "
+                f"support ({type(exc).__name__}: {str(exc).strip()[:300]}). Fix: re-export with nst-export, or "
+                "use --backend onnxruntime."
+            ) from None
+
+
+class OpenVinoRunner:
+    """Runner: uint8 NHWC batch in, uint8 NHWC batch out. A context manager; ``infer`` is thread-safe."""
+
+    name = "openvino"
+    on_gpu = False
+
+    def __init__(self, load: CompiledModelFromOnnx, *, sidecar: Sidecar, requests: int = DEFAULT_REQUESTS) -> None:
+        if requests < 1:
+            raise UsageError(f"requests={requests}: expected at least 1.")
+        self._load = load
+        self.sidecar = sidecar
+        self.requests = requests
+        self._compiled: Any = None
+        self._pool: ContextPool[Any] | None = None
+        #: largest (N, H, W) one call takes; None: no limit but memory
+        self.max_shape: tuple[int, int, int] | None = None
+
+    def activate(self) -> OpenVinoRunner:
+        if self._compiled is not None:
+            return self
+        compiled = self._load()
+        inputs = [sorted(p.get_names()) for p in compiled.inputs]
+        outputs = [n for p in compiled.outputs for n in p.get_names()]
+        want_in, want_out = self.sidecar.input.name, self.sidecar.output.name
+        if len(inputs) != 1 or want_in not in inputs[0] or want_out not in outputs:
+            raise ModelFileError(
+                f"{self._load.path}: graph inputs {inputs} / outputs {outputs}; the sidecar says "
+                f"{want_in!r} -> {want_out!r}. Fix: re-export with nst-export, which writes both together."
+            )
+        in_type = compiled.input(want_in).get_element_type().get_type_name()
+        if in_type != "u8":
+            raise ModelFileError(
+                f"{self._load.path}: input {want_in!r} is {in_type}; expected u8 (the uint8 NHWC contract). "
+                "Fix: re-export with nst-export."
+            )
+        self._compiled = compiled
+        self._output = compiled.output(want_out)
+        self._pool = ContextPool(compiled.create_infer_request, size=self.requests)
+        logger.info("%s: openvino %s on %s (%s)", self._load.path.name, openvino_version(), self._load.device,
+                    ", ".join(f"{k}={v}" for k, v in self._load.config().items()))
+        return self
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one uint8 [N, H, W, 3] batch (H, W >= the sidecar's min_size)."""
+        if self._pool is None:
+            raise UsageError("the runner is not active; use it inside `with` or call activate() first.")
+        batch = np.ascontiguousarray(batch)
+        with self._pool.acquire() as request:
+            # the input is read in place; the output lives in the request's memory, reused by its next call
+            request.infer({self.sidecar.input.name: batch}, share_inputs=True)
+            return np.array(request.get_tensor(self._output).data, copy=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close(lambda _request: None)
+        self._pool = None
+        self._compiled = None
+
+    def __enter__(self) -> OpenVinoRunner:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
