@@ -18,7 +18,7 @@ from .errors import ModelFileError
 SCHEMA_VERSION = 1
 SIDECAR_SUFFIX = ".json"
 
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 ArtifactKind = Literal["onnx", "tensorrt"]
 
 
@@ -68,6 +68,9 @@ class Sidecar:
     #: "stylize" (the deploy graph or engine) or "tiling" (NAME.tiling.onnx: statistics in, moments out; used
     #: by the runtime to tile large images with whole-image instance-norm statistics)
     role: str = "stylize"
+    #: where a network nst did not train came from (``nst-export FOREIGN.onnx``): kind, file name, sha256,
+    #: original opset and shapes, import mode; empty for nst's own exports
+    source: dict[str, Any] = field(default_factory=dict)
     nst_version: str = "0.1.0"
     created_at: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -104,7 +107,8 @@ class Sidecar:
                 raise ValueError(what)
 
         need(self.kind in ("onnx", "tensorrt"), f"kind {self.kind!r}, expected 'onnx' or 'tensorrt'")
-        need(self.precision in ("fp32", "fp16"), f"precision {self.precision!r}, expected 'fp32' or 'fp16'")
+        need(self.precision in ("fp32", "fp16", "int8"),
+             f"precision {self.precision!r}, expected 'fp32', 'fp16' or 'int8'")
         for io in ("input", "output"):
             spec = getattr(self, io)
             need(isinstance(spec, TensorSpec) and all(isinstance(getattr(spec, f), str)
@@ -123,6 +127,7 @@ class Sidecar:
             need(value is None or isinstance(value, str), f"{name} {value!r}, expected a string or null")
         need(isinstance(self.role, str), f"role {self.role!r}, expected a string")
         need(isinstance(self.parity, dict), f"parity {self.parity!r}, expected an object")
+        need(isinstance(self.source, dict), f"source {self.source!r}, expected an object")
 
 
 def sidecar_path(artifact: str | os.PathLike[str]) -> Path:
@@ -135,7 +140,9 @@ def read_sidecar(artifact: str | os.PathLike[str]) -> Sidecar:
     path = sidecar_path(artifact)
     if not path.is_file():
         raise ModelFileError(
-            f"{artifact}: no sidecar {path.name} beside it. Re-export with nst-export, which writes both."
+            f"{artifact}: no sidecar {path.name} beside it. Re-export with nst-export, which writes both"
+            + ("; an ONNX style network from elsewhere is imported the same way: nst-export FILE.onnx."
+               if Path(artifact).suffix.lower() == ".onnx" else ".")
         )
     try:
         return Sidecar.from_dict(json.loads(path.read_text(encoding="utf-8")))
