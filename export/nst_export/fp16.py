@@ -73,6 +73,9 @@ def fp16_model_from_fp32(model: Any) -> Any:
         )
     _restore_fp32_initializers(fp16, originals)
     check_onnx_model(fp16, expect_precision="fp16")
+    from .trt_lint import check_tensorrt_compatible
+
+    check_tensorrt_compatible(fp16, label="the FP16 graph")
     problems = fp32_island_problems(fp16)
     if problems:
         raise ModelFileError(f"FP16 conversion left InstanceNormalization outside FP32: {'; '.join(problems)}. "

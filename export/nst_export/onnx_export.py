@@ -33,7 +33,7 @@ from .parity import (
     check_parity,
     torch_reference,
 )
-from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, DeployWrapper
+from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, DeployWrapper, uint8_edges_only_at_casts
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,14 @@ def export_onnx_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
         )
     model = program.model_proto
     _name_dynamic_dims(model)
+    uint8_edges_only_at_casts(model)  # TensorRT: a uint8 input may feed nothing but a Cast
     model.producer_name = "nst-export"
     _set_metadata(model, {"nst.contract": "uint8 NHWC RGB in [0,255] -> uint8 NHWC RGB, same N/H/W",
                           "nst.min_size": str(MIN_SIZE)})
     check_onnx_model(model)
+    from .trt_lint import check_tensorrt_compatible
+
+    check_tensorrt_compatible(model, label="the exported FP32 graph")
     return model
 
 

@@ -146,6 +146,10 @@ def engine_from_onnx(
     if not onnx_path.is_file():
         raise ModelFileError(f"{onnx_path}: no such ONNX file. Export it first (nst-export CHECKPOINT --onnx-only).")
     onnx_meta = read_sidecar(onnx_path)
+    # nothing the parser would reject is handed to TensorRT: one line naming the node and the rule instead
+    from .trt_lint import check_tensorrt_compatible
+
+    check_tensorrt_compatible(onnx_path, label=str(onnx_path), expect_instance_norm=onnx_meta.role == "stylize")
     trt = import_tensorrt()
     gpu = gpu_info()
     log.info("building TensorRT %s engine on %s (sm %s) from %s", trt.__version__, gpu.name,
@@ -155,6 +159,9 @@ def engine_from_onnx(
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
+    # TensorRT's own InstanceNormalization layer, never the plugin (which version-compatible engines cannot
+    # hold); on by default since 10.0, set here so that no environment default can change it
+    parser.set_flag(trt.OnnxParserFlag.NATIVE_INSTANCENORM)
     if not parser.parse_from_file(os.fspath(onnx_path)):
         errors = _parser_errors(parser)
         raise ModelFileError(

@@ -129,7 +129,8 @@ def build_tiling_module(net: Any) -> Any:
                 out = block.relu(norm(block.conv1(x)))
                 return norm(block.conv2(out)) + x
 
-            x = image.permute(0, 3, 1, 2).to(torch.float32)
+            # cast first and the uint8 cast last (TensorRT: only a Cast may touch a uint8 graph input/output)
+            x = image.to(torch.float32).permute(0, 3, 1, 2)
             y = F.relu(norm(net.conv1(x)))
             y = F.relu(norm(net.conv2(y)))
             y = F.relu(norm(net.conv3(y)))
@@ -138,7 +139,7 @@ def build_tiling_module(net: Any) -> Any:
             y = F.relu(norm(net.deconv1(y)))
             y = F.relu(norm(net.deconv2(y)))
             y = net.deconv3(y)
-            out = torch.round(torch.clamp(y, 0.0, 255.0)).to(torch.uint8).permute(0, 2, 3, 1)
+            out = torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1).to(torch.uint8)
             return out, torch.cat(counts, dim=1), torch.cat(means, dim=1), torch.cat(m2s, dim=1)
 
     return TilingGraph().eval()
@@ -174,6 +175,9 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
         )
     model = program.model_proto
     _name_dims(model)
+    from .wrapper import uint8_edges_only_at_casts
+
+    uint8_edges_only_at_casts(model)
     model.producer_name = "nst-export"
     _set_metadata(model, {
         "nst.contract": "tiling graph: uint8 NHWC tile + mask + whole-image norm stats -> uint8 tile + moments",
@@ -187,6 +191,10 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelFileError(f"the exported tiling graph fails onnx.checker: {str(exc).splitlines()[0]}. This is "
                              "a bug in the export (or an unsupported PyTorch version); please report it.") from exc
+    from .trt_lint import check_tensorrt_compatible
+
+    # no InstanceNormalization here by design: the norms take their statistics as inputs
+    check_tensorrt_compatible(model, label="the exported tiling graph", expect_instance_norm=False)
     return model
 
 
