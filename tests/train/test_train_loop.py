@@ -32,7 +32,11 @@ def test_short_run_lowers_the_loss(tmp_path, tiny_config):
     assert ckpt.metadata.steps == 24 and ckpt.metadata.image_size == 32
     assert ckpt.metadata.style_image_sha256 == file_sha256(cfg.style)
     assert ckpt.metadata.vgg_weights == "random"
-    assert ckpt.metadata.loss_weights["content"] == cfg.weights.content
+    assert ckpt.metadata.loss_weights["content"] == cfg.resolve()[1].content_weight == 1e5
+    assert ckpt.metadata.recipe == "nst" and ckpt.metadata.training["batch_size"] == 6
+    assert ckpt.metadata.training["shuffle"] is True and ckpt.metadata.init is None
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["recipe"] == "nst" and run["overrides"]["steps"] == 24 and run["settings"] == ckpt.metadata.training
     for k, v in _weights(result.model).items():
         assert torch.equal(ckpt.state_dict[k], v)
     # the loss log (JSONL, means over log_every steps) and the previews

@@ -4,6 +4,7 @@ A ``.pth`` file holds ``{"format": "nst-checkpoint", "version": 1, "architecture
 "state_dict": {...}}`` and is read with ``torch.load(weights_only=True)``. A ``.safetensors`` file holds the
 tensors with the metadata as JSON in its header. Plain state dicts from pytorch/examples'
 ``fast_neural_style`` load too, including old ones carrying InstanceNorm ``running_mean``/``running_var``.
+A checkpoint with a NaN or Inf weight is refused, naming the tensor (it would export, run and output black).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class CheckpointMetadata:
     vgg_weights: str | None = None
     nst_version: str = "0.1.0"
     source: str = "nst"
+    #: the training recipe (``nst_train.recipes``) and every effective setting of the run
+    recipe: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    #: the weights the run started from (``--init``): path, sha256, their source
+    init: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,7 +123,16 @@ def _check_architecture(path: Path, state: dict[str, torch.Tensor]) -> dict[str,
             )
         if not state[k].is_floating_point():
             raise CheckpointError(f"{path}: parameter {k} has dtype {state[k].dtype}, expected a float tensor.")
-    return {k: state[k].float() for k in expected}
+    out = {k: state[k].float() for k in expected}
+    for k, t in out.items():
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            raise CheckpointError(
+                f"{path}: parameter {k} holds {nan} NaN and {inf} Inf values of {t.numel()}: the network diverged "
+                "(or the file is damaged) and would output garbage. Use an earlier checkpoint or retrain with a "
+                "lower learning rate.")
+    return out
 
 
 def _describe_load_error(exc: BaseException) -> str:

@@ -1,6 +1,10 @@
-"""The training input pipeline: a folder of content images, resized and randomly cropped, in a resumable order.
+"""The training input pipeline: a folder of content images, resized and cropped, in a resumable order.
 
-Order and crops are pure functions of ``(seed, epoch, position)``: the shuffle is torch's
+How an image becomes a training crop is an :class:`ImagePipeline` (a recipe's data settings): nst's own
+random crops, torchvision's ``Resize`` + ``CenterCrop`` exactly as pytorch/examples uses them, or the squash
+to a square of Johnson et al. The folder is listed recursively or as torchvision's ``ImageFolder``.
+
+Order and crops are pure functions of ``(seed, epoch, position)``: the shuffle (when on) is torch's
 ``DistributedSampler`` (seeded with ``seed + epoch``) and each crop offset comes from a generator seeded with
 ``(seed, epoch, index)``, never from a global random state. A resumed run therefore replays exactly the
 batches an uninterrupted one would have seen, whatever the number of loader workers.
@@ -13,6 +17,7 @@ data set, so every batch stays full and distributed ranks stay in step; those ar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -28,7 +33,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from .imageio import pil_to_tensor, resize_shorter_side
+from .imageio import pil_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +43,71 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ContentImages",
     "EpochSampler",
+    "ImagePipeline",
     "ScanReport",
     "build_loader",
     "find_images",
+    "images_to_float",
     "load_crop",
     "scan_images",
 ]
 
 
-def find_images(root: str | os.PathLike[str]) -> list[Path]:
-    """Every file under ``root`` (recursively) with an image extension, in sorted order."""
-    root = Path(root)
+@dataclass(frozen=True)
+class ImagePipeline:
+    """How one content file becomes a uint8 ``3 x S x S`` crop (see :mod:`nst_train.recipes` for the values)."""
+
+    image_size: int = 256
+    #: "random-crop" (nst), "center-crop" (torchvision Resize + CenterCrop), "squash" (resize to S x S)
+    content_resize: str = "random-crop"
+    #: "lanczos" (LANCZOS down, BICUBIC up) or "bilinear" (PIL BILINEAR, as torchvision's Resize on PIL)
+    resample: str = "lanczos"
+    #: decode JPEGs at a reduced size when much larger than the crop (faster, slightly different pixels)
+    jpeg_draft: bool = True
+    #: apply the EXIF orientation (upright photos); torchvision's pil_loader does not
+    exif_orientation: bool = True
+
+
+def _check_root(root: Path) -> None:
     if not root.is_dir():
         raise UsageError(f"{root}: content directory not found. Pass --content-dir with a folder of images "
                          "(e.g. COCO train2014, or one made by nst_train.samples.write_sample_content).")
+
+
+def _has_image_extension(name: str) -> bool:
+    # torchvision's has_file_allowed_extension: lower-cased name ends with one of the extensions
+    return name.lower().endswith(tuple(IMAGE_EXTENSIONS))
+
+
+def _imagefolder_listing(root: Path) -> list[Path]:
+    """The files torchvision's ``ImageFolder(root)`` yields, in its order (``make_dataset``)."""
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    loose = [entry.name for entry in os.scandir(root) if entry.is_file() and _has_image_extension(entry.name)]
+    if not classes:
+        raise UsageError(
+            f"{root}: the pytorch-examples recipe reads --content-dir as torchvision's ImageFolder, which takes "
+            f"images from subfolders only, and this folder has none ({len(loose)} image files directly in it). "
+            f"Pass the parent folder (as pytorch/examples' --dataset, e.g. coco/ for coco/train2014/), or move "
+            "the images into a subfolder.")
+    if loose:
+        log.warning("%s: %d image files directly in the folder are not part of an ImageFolder and are not used "
+                    "(as in pytorch/examples); images must sit in subfolders", root, len(loose))
+    out: list[Path] = []
+    for cls in classes:
+        for dirpath, _dirs, files in sorted(os.walk(root / cls, followlinks=True)):
+            out.extend(Path(dirpath) / name for name in sorted(files) if _has_image_extension(name))
+    return out
+
+
+def find_images(root: str | os.PathLike[str], listing: str = "recursive") -> list[Path]:
+    """The content files under ``root``: ``"recursive"`` (every file with an image extension, in sorted path
+    order) or ``"imagefolder"`` (torchvision ``ImageFolder``'s files and order)."""
+    root = Path(root)
+    _check_root(root)
+    if listing == "imagefolder":
+        return _imagefolder_listing(root)
+    if listing != "recursive":
+        raise UsageError(f"listing {listing!r}: expected recursive or imagefolder.")
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
@@ -94,22 +150,69 @@ def scan_images(paths: Sequence[Path], *, min_side: int, workers: int = 8, progr
     return ScanReport(usable=tuple(usable), unreadable=tuple(unreadable), too_small=tuple(small))
 
 
-def load_crop(path: Path, *, image_size: int, rng: np.random.Generator | None) -> torch.Tensor:
-    """Decode, scale the shorter side to ``image_size``, crop a square (random with ``rng``, else centred).
+def _decode(path: Path, pipeline: ImagePipeline) -> Image.Image:
+    with Image.open(path) as img:
+        if pipeline.jpeg_draft:
+            w, h = img.size
+            scale = pipeline.image_size / min(w, h)
+            img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # JPEG: decode at reduced size
+        if pipeline.exif_orientation:
+            img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")
+
+
+def torchvision_resize_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) of torchvision's ``Resize(size)``: shorter side ``size``, longer ``int(size*long/short)``."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def load_crop(path: Path, *, image_size: int, rng: np.random.Generator | None,
+              pipeline: ImagePipeline | None = None) -> torch.Tensor:
+    """Decode and make one square training image (see :class:`ImagePipeline`; ``image_size`` wins over the
+    pipeline's). ``random-crop`` crops at random with ``rng`` and in the centre without one.
 
     Returns uint8 3 x image_size x image_size (uint8 keeps the worker-to-trainer traffic small)."""
-    with Image.open(path) as img:
-        w, h = img.size
-        scale = image_size / min(w, h)
-        img.draft("RGB", (max(1, int(w * scale)), max(1, int(h * scale))))  # JPEG: decode at reduced size
-        img = ImageOps.exif_transpose(img).convert("RGB")
-    img = resize_shorter_side(img, image_size)
+    pipeline = dataclasses.replace(pipeline or ImagePipeline(), image_size=image_size)
+    img = _decode(path, pipeline)
     w, h = img.size
-    if rng is None:
-        left, top = (w - image_size) // 2, (h - image_size) // 2
+    if pipeline.resample == "bilinear":
+        def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+            return im if im.size == size else im.resize(size, Image.Resampling.BILINEAR)
     else:
-        left, top = int(rng.integers(0, w - image_size + 1)), int(rng.integers(0, h - image_size + 1))
+        def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+            if im.size == size:
+                return im
+            up = size[0] * size[1] > im.size[0] * im.size[1]
+            return im.resize(size, Image.Resampling.BICUBIC if up else Image.Resampling.LANCZOS)
+
+    if pipeline.content_resize == "squash":
+        return pil_to_tensor(resize(img, (image_size, image_size)))
+    if pipeline.content_resize == "center-crop":
+        img = resize(img, torchvision_resize_size(w, h, image_size))
+        w, h = img.size
+        # torchvision's center_crop: int(round(...)), Python's round (half to even)
+        top, left = round((h - image_size) / 2.0), round((w - image_size) / 2.0)
+    elif pipeline.content_resize == "random-crop":
+        scale = image_size / min(w, h)
+        img = resize(img, (max(1, round(w * scale)), max(1, round(h * scale))))
+        w, h = img.size
+        if rng is None:
+            left, top = (w - image_size) // 2, (h - image_size) // 2
+        else:
+            left, top = int(rng.integers(0, w - image_size + 1)), int(rng.integers(0, h - image_size + 1))
+    else:
+        raise UsageError(f"content resize {pipeline.content_resize!r}: expected random-crop, center-crop or squash.")
     return pil_to_tensor(img.crop((left, top, left + image_size, top + image_size)))
+
+
+def images_to_float(images: torch.Tensor, to_float: str = "direct") -> torch.Tensor:
+    """uint8 batches to float32 in [0, 255]; ``"div255-mul255"`` rounds as ``ToTensor`` then ``mul(255)``."""
+    x = images.float()
+    if to_float == "div255-mul255":
+        return x.div(255).mul(255)
+    return x
 
 
 class ContentImages(Dataset):
@@ -120,12 +223,14 @@ class ContentImages(Dataset):
     ``failures`` counts files that failed to decode and were replaced by the next readable one.
     """
 
-    def __init__(self, paths: Sequence[Path], *, image_size: int, seed: int = 0) -> None:
+    def __init__(self, paths: Sequence[Path], *, image_size: int, seed: int = 0,
+                 pipeline: ImagePipeline | None = None) -> None:
         if not paths:
             raise UsageError("no usable content images; expected at least one image file.")
         self.paths = list(paths)
         self.image_size = image_size
         self.seed = seed
+        self.pipeline = dataclasses.replace(pipeline or ImagePipeline(), image_size=image_size)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -137,7 +242,8 @@ class ContentImages(Dataset):
             i = (index + attempt) % n
             rng = np.random.default_rng([self.seed, epoch, i])
             try:
-                return load_crop(self.paths[i], image_size=self.image_size, rng=rng), attempt
+                return load_crop(self.paths[i], image_size=self.image_size, rng=rng,
+                                 pipeline=self.pipeline), attempt
             except Exception as exc:  # a truncated or corrupt file that passed the header check
                 log.warning("skipping unreadable image %s (%s: %s)", self.paths[i], type(exc).__name__, exc)
         raise ImageError(f"none of the {n} content images could be decoded; check the --content-dir files.")
@@ -147,17 +253,23 @@ class EpochSampler(DistributedSampler):
     """torch's ``DistributedSampler`` that yields ``(epoch, index)`` and can start part-way into an epoch.
 
     Without a process group pass ``num_replicas=1, rank=0``. :meth:`set_position` selects the epoch and how
-    many batches of it were already consumed (for ``--resume``).
+    many batches of it were already consumed (for ``--resume``). ``shuffle=False`` keeps the file order (as a
+    plain ``DataLoader`` does); ``drop_last`` says whether the last partial batch of an epoch is dropped.
     """
 
-    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, batch_size: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int, seed: int, batch_size: int,
+                 shuffle: bool = True, drop_last: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=False)
         self.batch_size = batch_size
+        self.drop_last_batch = drop_last
         self.start = 0
 
     @property
     def batches_per_epoch(self) -> int:
-        return self.num_samples // self.batch_size
+        if self.drop_last_batch:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
 
     def set_position(self, epoch: int, batch: int) -> None:
         self.set_epoch(epoch)
@@ -183,14 +295,14 @@ def _worker_init(_worker_id: int) -> None:
 
 def build_loader(dataset: ContentImages, sampler: EpochSampler, *, batch_size: int, num_workers: int,
                  pin_memory: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader of full batches (the last partial batch of an epoch is dropped)."""
+    """A DataLoader over ``sampler``; the last partial batch of an epoch is dropped when the sampler says so."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,
-        drop_last=True,
+        drop_last=sampler.drop_last_batch,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         worker_init_fn=_worker_init if num_workers > 0 else None,

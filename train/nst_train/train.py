@@ -1,12 +1,19 @@
 """The training loop of Johnson et al. 2016: a TransformerNet trained against VGG-16 perceptual losses.
 
-``train(TrainConfig(...))`` is what ``nst-train`` calls. Files of a run (``out=model.pth``):
+``train(TrainConfig(...))`` is what ``nst-train`` calls. What the run optimises and how it reads its data is
+a named recipe (:mod:`nst_train.recipes`: ``nst``, ``pytorch-examples``, ``johnson2016``) whose values the
+config's fields override one by one; the effective values go to the log, ``run.json`` and the checkpoint.
+Files of a run (``out=model.pth``):
 
 * ``model.pth``: the final model checkpoint (:func:`nst_train.checkpoint.load_checkpoint` reads it);
 * ``model.run/state.pth``: the resumable training state (:mod:`nst_train.training_state`), written every
   ``checkpoint_every`` steps, at the end, and on Ctrl-C;
 * ``model.run/loss.jsonl``: one JSON line per ``log_every`` steps (mean losses over those steps);
-* ``model.run/previews/step_0000500.jpg``: a fixed set of content crops (top) and their stylization (bottom).
+* ``model.run/previews/step_0000500.jpg``: a fixed set of content crops (top) and their stylization (bottom);
+* ``model.run/run.json``: the recipe, every effective setting, the overrides, the initial weights.
+
+A loss or weight that stops being finite ends the run with :class:`TrainingDivergedError`; no state or
+checkpoint is written from a diverged network (the last good state stays).
 
 Under ``torchrun`` the same call trains with DistributedDataParallel; ``batch_size`` is per process and only
 rank 0 writes files.
@@ -20,55 +27,87 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from nst_runtime.errors import CheckpointError, UsageError
+from nst_runtime.errors import CheckpointError, NstError, UsageError
 from tqdm.auto import tqdm
 
 from .atomic import atomic_write
-from .checkpoint import CheckpointMetadata, file_sha256, save_checkpoint
-from .data import ContentImages, EpochSampler, build_loader, find_images, load_crop, scan_images
+from .checkpoint import CheckpointMetadata, file_sha256, load_checkpoint, save_checkpoint
+from .data import (
+    ContentImages,
+    EpochSampler,
+    ImagePipeline,
+    build_loader,
+    find_images,
+    images_to_float,
+    load_crop,
+    scan_images,
+)
 from .distributed import DistContext, distributed_session, resolve_device
 from .imageio import load_image_tensor, save_image_tensor
-from .losses import LossWeights, gram_matrix, perceptual_loss
-from .model import SIZE_MULTIPLE, TransformerNet
+from .losses import LossWeights, PerceptualObjective
+from .model import TransformerNet
+from .recipes import TrainRecipe, TrainSettings, resolve_train_settings
 from .training_state import load_training_state, restore_rng_state, save_training_state
 from .vgg import load_vgg16
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepRecord", "TrainConfig", "TrainResult", "TrainingInterrupted", "run_dir_for", "train"]
+__all__ = ["AmpPolicy", "StepRecord", "TrainConfig", "TrainResult", "TrainingDivergedError",
+           "TrainingInterrupted", "amp_policy", "run_dir_for", "train"]
 
-#: pytorch/examples trains 2 epochs over COCO (~40k steps at batch 4); used when neither epochs nor steps given
-DEFAULT_EPOCHS = 2
+#: the smallest CUDA compute capability with native bf16 tensor cores (Ampere). Older GPUs report
+#: ``torch.cuda.is_bf16_supported()`` too, but emulate bf16 slowly; they get fp16 with a grad scaler.
+BF16_MIN_CAPABILITY = (8, 0)
+
+#: TrainConfig fields that override the recipe's setting of the same name when not None
+_OVERRIDE_FIELDS = ("image_size", "style_size", "batch_size", "lr", "epochs", "steps", "seed", "vgg_weights",
+                    "content_weight", "style_weight", "tv_weight", "amp", "min_image_side")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs. Paths may be str or Path; see :func:`train`."""
+    """Everything a training run needs. Paths may be str or Path; see :func:`train`.
+
+    ``recipe`` names the preset of :mod:`nst_train.recipes`; every field below it that is not None overrides the
+    recipe's value, and ``settings`` overrides any other setting by name (``{"shuffle": False}``).
+    """
 
     style: Path
     content_dir: Path
     out: Path
-    image_size: int = 256
-    #: shorter side of the style image for the Gram targets; None: ``image_size``
-    style_size: int | None = None
-    batch_size: int = 4
-    lr: float = 1e-3
+    recipe: str = "nst"
+    image_size: int | None = None
+    #: pixels of the style image for the Gram targets (resized per the recipe's ``style_resize``), or
+    #: "original"; None: the recipe's
+    style_size: int | str | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     epochs: int | None = None
     steps: int | None = None
-    seed: int = 42
+    seed: int | None = None
     device: str = "auto"
-    vgg_weights: str = "imagenet"
-    weights: LossWeights = field(default_factory=LossWeights)
+    #: "imagenet", "caffe", a path, or "random"; None: the recipe's
+    vgg_weights: str | os.PathLike[str] | None = None
+    content_weight: float | None = None
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    #: any other :class:`~nst_train.recipes.TrainSettings` field by name
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    #: all loss weights and layers at once (overrides the recipe's; the single-value fields above win over it)
+    weights: LossWeights | None = None
+    #: start from these TransformerNet weights (an nst checkpoint or a pytorch/examples state dict)
+    init: Path | None = None
     resume: bool = False
     log_every: int = 100
     #: steps between resumable states; 0: only at the end and on Ctrl-C
@@ -76,22 +115,39 @@ class TrainConfig:
     #: steps between preview images; 0: only at the end
     preview_every: int = 500
     preview_count: int = 4
-    #: mixed precision; None: on for CUDA (bf16 where supported, else fp16 with a grad scaler), off elsewhere
+    #: mixed precision; None: the recipe's (nst: on for CUDA; the references: off)
     amp: bool | None = None
     channels_last: bool = False
     compile: bool = False
     num_workers: int = 4
-    #: images whose shorter side is below this are skipped; None: ``image_size // 2``
+    #: images whose shorter side is below this are skipped; None: the recipe's
     min_image_side: int | None = None
     #: where the state, loss log and previews go; None: ``<out without suffix>.run`` next to ``out``
     run_dir: Path | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("style", "content_dir", "out", "run_dir"):
+        for name in ("style", "content_dir", "out", "run_dir", "init"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The settings this config sets explicitly (over its recipe)."""
+        given: dict[str, Any] = {}
+        if self.weights is not None:
+            w = self.weights
+            given.update(content_weight=w.content, style_weight=w.style, tv_weight=w.tv,
+                         content_layer=w.content_layer, style_layers=tuple(w.style_layers), tv_form=w.tv_form)
+        given.update({name: getattr(self, name) for name in _OVERRIDE_FIELDS if getattr(self, name) is not None})
+        if "vgg_weights" in given:
+            given["vgg_weights"] = str(given["vgg_weights"])
+        return {**given, **dict(self.settings)}
+
+    def resolve(self) -> tuple[TrainRecipe, TrainSettings]:
+        """The recipe and the effective settings (validated; :class:`UsageError` names a bad value)."""
+        return resolve_train_settings(self.recipe, self.overrides)
 
 
 @dataclass(frozen=True)
@@ -138,6 +194,18 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.state_path = state_path
 
 
+class TrainingDivergedError(NstError):
+    """The loss or the network's weights stopped being finite. Nothing was written from the diverged network;
+    the last resumable state (if any) is the last good one. Exit code 3, like a bad checkpoint."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, step: int, last_good_state: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.last_good_state = last_good_state
+
+
 def run_dir_for(out: Path) -> Path:
     return out.parent / f"{out.stem}.run"
 
@@ -147,55 +215,67 @@ def _validate(config: TrainConfig) -> None:
         if not cond:
             raise UsageError(msg)
 
-    need(config.image_size >= 16 and config.image_size % SIZE_MULTIPLE == 0,
-         f"--image-size must be a multiple of {SIZE_MULTIPLE} and at least 16, got {config.image_size}.")
-    need(config.style_size is None or config.style_size >= 16,
-         f"--style-size must be at least 16 pixels, got {config.style_size}.")
-    need(config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}.")
-    need(config.lr > 0, f"--lr must be positive, got {config.lr}.")
-    need(not (config.epochs is not None and config.steps is not None),
-         f"give --epochs or --steps, not both (got --epochs {config.epochs} --steps {config.steps}).")
-    need(config.epochs is None or config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}.")
-    need(config.steps is None or config.steps >= 1, f"--steps must be at least 1, got {config.steps}.")
     for name in ("log_every", "checkpoint_every", "preview_every", "num_workers", "preview_count"):
         need(getattr(config, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}.")
     need(config.log_every >= 1, f"--log-every must be at least 1, got {config.log_every}.")
     need(config.style.is_file(), f"{config.style}: style image not found. Pass --style PATH to an image file.")
     need(config.out.suffix in (".pth", ".pt", ".safetensors"),
          f"--out {config.out}: expected a .pth or .safetensors file name.")
-    w = config.weights
-    need(min(w.content, w.style, w.tv) >= 0, f"loss weights must be >= 0, got {w}.")
+    need(config.init is None or config.init.is_file(),
+         f"--init {config.init}: no such checkpoint file. Pass an nst checkpoint or a pytorch/examples state dict.")
 
 
-def _amp_setup(device: torch.device, amp: bool | None) -> tuple[bool, torch.dtype | None, bool]:
-    """(use autocast, its dtype, use a grad scaler)."""
+@dataclass(frozen=True)
+class AmpPolicy:
+    """How a run uses mixed precision: autocast on or off, its dtype, and whether a grad scaler is needed."""
+
+    enabled: bool
+    dtype: torch.dtype | None
+    scaler: bool
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "off (float32)"
+        return f"{str(self.dtype).removeprefix('torch.')} autocast" + (" + grad scaler" if self.scaler else "")
+
+
+def amp_policy(device: torch.device, amp: bool | None) -> AmpPolicy:
+    """``amp`` None: on for CUDA. On CUDA: bf16 where the GPU's compute capability is >= 8.0 (native bf16;
+    ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only emulated), else fp16 with a grad scaler.
+    Elsewhere AMP is not used (a warning when it was asked for)."""
     if amp is None:
         amp = device.type == "cuda"
     if not amp:
-        return False, None, False
+        return AmpPolicy(False, None, False)
     if device.type != "cuda":
         log.warning("--amp is only used on CUDA; training in float32 on %s", device)
-        return False, None, False
-    if torch.cuda.is_bf16_supported():
-        return True, torch.bfloat16, False
-    return True, torch.float16, True
+        return AmpPolicy(False, None, False)
+    if tuple(torch.cuda.get_device_capability(device)) >= BF16_MIN_CAPABILITY:
+        return AmpPolicy(True, torch.bfloat16, False)
+    return AmpPolicy(True, torch.float16, True)
 
 
-def _fingerprint(config: TrainConfig, style_sha: str, paths: tuple[Path, ...], ctx: DistContext) -> dict[str, Any]:
-    """The options a resumed run must share with the run it continues (else the data order or losses differ)."""
+def _fingerprint(config: TrainConfig, settings: TrainSettings, style_sha: str, paths: tuple[Path, ...],
+                 ctx: DistContext) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues (else the data order or losses differ): every
+    setting except the run's length, which may grow."""
     listing = hashlib.sha256("\n".join(str(p.relative_to(config.content_dir)) for p in paths).encode()).hexdigest()
+    fixed = {k: v for k, v in settings.to_dict().items() if k not in ("epochs", "steps")}
     return {
+        **json.loads(json.dumps(fixed)),
         "style_sha256": style_sha,
-        "image_size": config.image_size,
-        "style_size": config.style_size,
-        "batch_size": config.batch_size,
         "world_size": ctx.world_size,
-        "seed": config.seed,
-        "lr": config.lr,
-        "weights": json.loads(json.dumps(dataclasses.asdict(config.weights))),
         "content_images": len(paths),
         "content_listing_sha256": listing,
     }
+
+
+def _first_nonfinite(model: torch.nn.Module) -> str | None:
+    """Name of the first parameter holding NaN or Inf (one device sync), or None."""
+    params = list(model.named_parameters())
+    if bool(torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).all()):
+        return None
+    return next(name for name, p in params if not bool(torch.isfinite(p.detach()).all()))
 
 
 class _InterruptFlag:
@@ -249,30 +329,41 @@ def train(config: TrainConfig, *, callback: Callable[[StepRecord], None] | None 
     """Train a TransformerNet on ``config.content_dir`` for the style ``config.style``; see the module doc.
 
     ``callback`` (optional) receives every step's losses (it forces a device sync per step). Raises
-    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) after saving the state when Ctrl-C arrives, and
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) after saving the state when Ctrl-C arrives,
+    :class:`TrainingDivergedError` when the loss or the weights stop being finite, and
     :class:`~nst_runtime.errors.NstError` subclasses for bad inputs.
     """
     _validate(config)
+    recipe, settings = config.resolve()
     ctx = DistContext.from_env()
     device = resolve_device(config.device, ctx)
     with distributed_session(ctx, device):
-        return _train(config, ctx, device, callback)
+        return _train(config, recipe, settings, ctx, device, callback)
 
 
-def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
-           callback: Callable[[StepRecord], None] | None) -> TrainResult:
+def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ctx: DistContext,
+           device: torch.device, callback: Callable[[StepRecord], None] | None) -> TrainResult:
     started = time.perf_counter()
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed % 2**32)
+    torch.manual_seed(settings.seed)
+    # the TransformerNet is the first thing drawn from the seeded generator, as in pytorch/examples' train(),
+    # so a seed gives the same initial weights there and here
+    model = TransformerNet()
+    init_info: dict[str, Any] | None = None
+    if config.init is not None:
+        init_ckpt = load_checkpoint(config.init)  # CheckpointError names the file; non-finite weights refused
+        model.load_state_dict(init_ckpt.state_dict)
+        init_info = {"path": str(config.init), "sha256": file_sha256(config.init),
+                     "source": init_ckpt.metadata.source, "recipe": init_ckpt.metadata.recipe}
     run_dir = config.run_dir or run_dir_for(config.out)
     state_path = run_dir / "state.pth"
     loss_log = run_dir / "loss.jsonl"
     main = ctx.is_main
 
     # --- data
-    min_side = config.min_image_side if config.min_image_side is not None else config.image_size // 2
-    paths = find_images(config.content_dir)
+    min_side = settings.effective_min_image_side
+    paths = find_images(config.content_dir, settings.listing)
     report = scan_images(paths, min_side=min_side, progress=config.progress and main)
     if main:
         log.info("content images: %d usable of %d found in %s", len(report.usable), len(paths), config.content_dir)
@@ -285,25 +376,42 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
         raise UsageError(f"{config.content_dir}: no usable content images ({len(paths)} image files found, "
                          f"{len(report.unreadable)} unreadable, {len(report.too_small)} under {min_side} px). "
                          "Pass a folder of photos, e.g. COCO train2014.")
-    dataset = ContentImages(report.usable, image_size=config.image_size, seed=config.seed)
-    sampler = EpochSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=config.seed,
-                           batch_size=config.batch_size)
+    pipeline = ImagePipeline(image_size=settings.image_size, content_resize=settings.content_resize,
+                             resample=settings.resample, jpeg_draft=settings.jpeg_draft,
+                             exif_orientation=settings.exif_orientation)
+    dataset = ContentImages(report.usable, image_size=settings.image_size, seed=settings.seed, pipeline=pipeline)
+    sampler = EpochSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, seed=settings.seed,
+                           batch_size=settings.batch_size, shuffle=settings.shuffle, drop_last=settings.drop_last)
     steps_per_epoch = sampler.batches_per_epoch
     if steps_per_epoch < 1:
         raise UsageError(f"{len(report.usable)} usable content images give {sampler.num_samples} per process, "
-                         f"fewer than --batch-size {config.batch_size}; add images or lower --batch-size.")
-    total_steps = config.steps or (config.epochs or DEFAULT_EPOCHS) * steps_per_epoch
-    loader = build_loader(dataset, sampler, batch_size=config.batch_size, num_workers=config.num_workers,
-                          pin_memory=device.type == "cuda", seed=config.seed)
+                         f"fewer than --batch-size {settings.batch_size}; add images or lower --batch-size.")
+    total_steps = settings.steps or (settings.epochs or 1) * steps_per_epoch
+    loader = build_loader(dataset, sampler, batch_size=settings.batch_size, num_workers=config.num_workers,
+                          pin_memory=device.type == "cuda", seed=settings.seed)
 
     # --- networks and optimiser
-    vgg = load_vgg16(config.vgg_weights, device=device)
-    model = TransformerNet().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    use_amp, amp_dtype, use_scaler = _amp_setup(device, config.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    vgg = load_vgg16(settings.vgg_weights, preprocessing=settings.vgg_preprocessing,  # type: ignore[arg-type]
+                     device=device)
+    if vgg.preprocessing != settings.vgg_preprocessing:  # known weights bring their own convention
+        settings = dataclasses.replace(settings, vgg_preprocessing=vgg.preprocessing)
+    model = model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    amp = amp_policy(device, settings.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp.scaler)
     style_sha = file_sha256(config.style)
-    fingerprint = _fingerprint(config, style_sha, report.usable, ctx)
+    fingerprint = _fingerprint(config, settings, style_sha, report.usable, ctx)
+    run_record = {"recipe": recipe.name, "recipe_summary": recipe.summary, "settings": settings.to_dict(),
+                  "overrides": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in config.overrides.items()},
+                  "init": init_info, "amp": amp.describe(), "device": str(device), "world_size": ctx.world_size,
+                  "style": str(config.style), "style_sha256": style_sha, "content_dir": str(config.content_dir),
+                  "content_images": len(report.usable)}
+    if main:
+        log.info("recipe %s (%s); overrides: %s", recipe.name, recipe.summary,
+                 json.dumps(run_record["overrides"]) if config.overrides else "none")
+        log.info("effective settings: %s", json.dumps(settings.to_dict()))
+        if init_info:
+            log.info("initial weights from %s (sha256 %s)", config.init, init_info["sha256"][:12])
 
     step = epoch = batch_in_epoch = 0
     if config.resume:
@@ -349,25 +457,44 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
         forward = torch.compile(forward)  # type: ignore[assignment]
 
     def autocast() -> Any:
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
+        return torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled)
 
-    # Gram targets: once, from the style image at style_size (shorter side).
-    weights = config.weights
-    layers = weights.layers
-    style_img = load_image_tensor(config.style, size=config.style_size or config.image_size, device=device)
-    with torch.no_grad(), autocast():
-        style_feats = vgg(style_img.contiguous(memory_format=memory_format), weights.style_layers)
-        style_grams = {k: gram_matrix(v) for k, v in style_feats.items()}
+    # Gram targets: once, from the style image as the recipe sizes it
+    style_img = load_image_tensor(config.style, size=settings.effective_style_size, fit=settings.style_resize,
+                                  exif_orientation=settings.exif_orientation, to_float=settings.to_float,
+                                  device=device)
+    with autocast():
+        objective = PerceptualObjective(vgg, settings.loss_weights, style_img.contiguous(memory_format=memory_format))
 
     previews = None
     if main and config.preview_count:
-        crops = [load_crop(p, image_size=config.image_size, rng=None) for p in report.usable[:config.preview_count]]
+        crops = [load_crop(p, image_size=settings.image_size, rng=None, pipeline=pipeline)
+                 for p in report.usable[:config.preview_count]]
         previews = torch.stack(crops).to(device).float()
 
+    last_good_state: Path | None = state_path if config.resume else None
+
+    def diverged(what: str) -> TrainingDivergedError:
+        kept = (f"the last good state is {last_good_state} (--resume continues from it)" if last_good_state
+                else "no state was saved before it")
+        return TrainingDivergedError(
+            f"training diverged at step {step}: {what}. Nothing was written from the diverged network; {kept}. "
+            f"Fix: lower --lr (now {settings.lr:g}) or the loss weights"
+            + (", or train without --amp" if amp.enabled else "") + ", and start a new run.",
+            step=step, last_good_state=last_good_state)
+
+    def check_weights() -> None:
+        bad = _first_nonfinite(raw_model)
+        if bad is not None:
+            raise diverged(f"the weight tensor {bad} holds NaN or Inf")
+
     def save_state() -> None:
+        nonlocal last_good_state
+        check_weights()
         if main:
             save_training_state(state_path, model=raw_model, optimizer=optimizer, scaler=scaler, step=step,
                                 epoch=epoch, batch_in_epoch=batch_in_epoch, fingerprint=fingerprint)
+            last_good_state = state_path
 
     def save_preview() -> None:
         if previews is not None:
@@ -376,9 +503,11 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log.info("training %d steps (%d per epoch, batch %d x %d process(es)) on %s, amp=%s, vgg=%s",
-                 total_steps, steps_per_epoch, config.batch_size, ctx.world_size, device,
-                 amp_dtype if use_amp else "off", config.vgg_weights)
+        with atomic_write(run_dir / "run.json", "w") as f:
+            json.dump(run_record, f, indent=1)
+        log.info("training %d steps (%d per epoch, batch %d x %d process(es)) on %s, amp %s, vgg %s (%s)",
+                 total_steps, steps_per_epoch, settings.batch_size, ctx.world_size, device, amp.describe(),
+                 vgg.weights_name, vgg.preprocessing)
 
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (config.progress and main))
@@ -397,13 +526,11 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
                 sampler.set_position(epoch, batch_in_epoch)
                 for images, failures in loader:
                     decode_failures += failures
-                    x = images.to(device, non_blocking=True).float().contiguous(memory_format=memory_format)
+                    x = images_to_float(images.to(device, non_blocking=True), settings.to_float)
+                    x = x.contiguous(memory_format=memory_format)
                     with autocast():
                         y = forward(x)
-                        out_feats = vgg(y, layers)
-                        with torch.no_grad():
-                            target = vgg(x, (weights.content_layer,))[weights.content_layer]
-                        terms = perceptual_loss(out_feats, target, style_grams, y, weights)
+                        terms = objective(y, x)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(terms.total).backward()
                     scaler.step(optimizer)
@@ -426,11 +553,13 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
                             mean /= ctx.world_size
                         c, s, t = mean.tolist()
                         now = time.perf_counter()
-                        ips = window_steps * config.batch_size * ctx.world_size / max(now - window_start, 1e-9)
+                        ips = window_steps * settings.batch_size * ctx.world_size / max(now - window_start, 1e-9)
                         final_losses = {"content": c, "style": s, "tv": t, "total": c + s + t}
-                        if not all(math.isfinite(v) for v in final_losses.values()):
-                            log.error("loss is not finite at step %d (%s); lower --lr or the loss weights",
-                                      step, final_losses)
+                        # with a grad scaler an overflowing fp16 step is skipped, not applied: only the
+                        # weights tell whether the run diverged
+                        if not amp.scaler and not all(math.isfinite(v) for v in final_losses.values()):
+                            raise diverged(f"the loss is not finite ({final_losses})")
+                        check_weights()
                         bar.set_postfix(content=f"{c:.3g}", style=f"{s:.3g}", tv=f"{t:.3g}", refresh=False)
                         if main:
                             record = {"step": step, "epoch": epoch, **final_losses, "steps_averaged": window_steps,
@@ -438,6 +567,8 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
                                       "elapsed_s": now - started}
                             with loss_log.open("a") as f:
                                 f.write(json.dumps(record) + "\n")
+                            log.debug("step %d: content %.6g, style %.6g, tv %.6g (mean of %d steps)",
+                                      step, c, s, t, window_steps)
                         window.zero_()
                         window_steps = 0
                         window_start = now
@@ -458,19 +589,22 @@ def _train(config: TrainConfig, ctx: DistContext, device: torch.device,
     seconds = time.perf_counter() - loop_start
 
     checkpoint: Path | None = None
+    save_state()  # checks the weights on every rank first
     if main:
-        save_state()
         save_preview()
         metadata = CheckpointMetadata(
             style_image_sha256=style_sha,
-            loss_weights=json.loads(json.dumps(dataclasses.asdict(weights))),
-            image_size=config.image_size,
+            loss_weights=json.loads(json.dumps(dataclasses.asdict(settings.loss_weights))),
+            image_size=settings.image_size,
             steps=step,
-            vgg_weights=str(config.vgg_weights),
+            vgg_weights=str(vgg.weights_name),
+            recipe=recipe.name,
+            training=json.loads(json.dumps(settings.to_dict())),
+            init=init_info,
         )
         checkpoint = save_checkpoint(config.out, raw_model, metadata)
     steps_run = step - start_step
-    ips = steps_run * config.batch_size * ctx.world_size / seconds if seconds > 0 else 0.0
+    ips = steps_run * settings.batch_size * ctx.world_size / seconds if seconds > 0 else 0.0
     if main:
         log.info("trained %d steps in %.1f s (%.1f images/s); wrote %s", steps_run, seconds, ips, checkpoint)
         if decode_failures:
