@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,7 @@ from .images import (
 )
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
+from .steps import StepKwargs, StepPlan, fit_plane
 from .tiling import (
     DEFAULT_TILE_HALO,
     TilingGraph,
@@ -36,6 +37,9 @@ from .tiling import (
     stylize_tiled,
     tiling_graph_path,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 logger = logging.getLogger(__name__)
 
@@ -323,12 +327,15 @@ class Stylizer:
         return None
 
     # ----------------------------------------------------------------------------------------- public calls
-    def stylize(self, image: ImageT) -> ImageT:
+    def stylize(self, image: ImageT, **steps: Unpack[StepKwargs]) -> ImageT:
         """Stylize one image: a PIL image (any mode) → PIL RGB/RGBA; a numpy array → numpy uint8.
 
         numpy input: uint8 or uint16, HxW / HxWx1 (gray → HxWx3 out), HxWx3 RGB, HxWx4 RGBA (alpha kept).
+        ``steps`` run around the network (:class:`nst_runtime.steps.StepOptions`): ``scale=0.5`` and/or
+        ``max_size=1024`` (network at a smaller size: larger strokes, faster), ``output_size="input"|"processed"``,
+        ``upsampler="guided"|"bicubic"``, ``preserve_color=True``, ``strength=0..1``.
         """
-        return self.stylize_batch([image])[0]
+        return self.stylize_batch([image], **steps)[0]
 
     def stylize_bytes(
         self,
@@ -362,16 +369,21 @@ class Stylizer:
         fmt = fmt or output_format_for(decoded.format, None, animated=decoded.is_animated)
         return encode_image(frames, format=fmt, quality=quality, durations=decoded.durations, loop=decoded.loop)
 
-    def stylize_batch(self, images: Sequence[ImageT], *, batch_size: int | None = None) -> list[ImageT]:
-        """Stylize several images; same-size ones share calls of up to ``batch_size`` images."""
+    def stylize_batch(self, images: Sequence[ImageT], *, batch_size: int | None = None,
+                      **steps: Unpack[StepKwargs]) -> list[ImageT]:
+        """Stylize several images; same-size ones share calls of up to ``batch_size`` images. ``steps``: as in
+        :meth:`stylize`."""
         bs = batch_size or self.batch_size
         max_shape = self._active().max_shape
         if max_shape is not None:
             bs = min(bs, max_shape[0])
+        # decode → pre-steps → network (tiled or not) → post-steps → encode (nst_runtime.steps)
+        plan = StepPlan.of(**steps)
         planes = [_to_planes(im) for im in images]
+        seen = [plan.before(rgb) for rgb, _ in planes]
         results: list[np.ndarray | None] = [None] * len(planes)
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (rgb, _) in enumerate(planes):
+        for i, rgb in enumerate(seen):
             h, w = rgb.shape[:2]
             if h < 1 or w < 1 or self._needs_tiles(h, w) or bs == 1:
                 results[i] = self.stylize_rgb(rgb)
@@ -380,9 +392,13 @@ class Stylizer:
         for idx in groups.values():
             for start in range(0, len(idx), bs):
                 chunk = idx[start:start + bs]
-                for i, out in zip(chunk, self._infer_same_size([planes[i][0] for i in chunk]), strict=True):
+                for i, out in zip(chunk, self._infer_same_size([seen[i] for i in chunk]), strict=True):
                     results[i] = out
-        return [_from_planes(im, rgb_out, alpha) for im, rgb_out, (_, alpha) in zip(images, results, planes, strict=True)]
+        if plan.after:
+            results = [plan.finish(out, rgb, small) if out is not None else None
+                       for out, (rgb, _), small in zip(results, planes, seen, strict=True)]
+        return [_from_planes(im, rgb_out, fit_plane(alpha, rgb_out.shape[:2]) if rgb_out is not None else alpha)
+                for im, rgb_out, (_, alpha) in zip(images, results, planes, strict=True)]
 
     def stylize_frames(
         self, frames: Iterable[ImageT], *, batch_size: int | None = None, prefetch: int = 4
