@@ -1,0 +1,136 @@
+"""Query parameters of ``POST /v1/stylize/{model}``, and how nst errors become HTTP answers.
+
+The image options are not listed here: they are read from :meth:`nst_runtime.Stylizer.stylize`'s own keyword
+arguments, so whatever the runtime offers for one image (scale, colour preservation, strength…) is a query
+parameter under the same name (``preserve_color`` or ``preserve-color``) with no change to this package.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nst_runtime.errors import ImageError, ImageTooLargeError, NstError, UsageError
+
+#: output formats a browser shows: query value -> Pillow format
+OUTPUT_FORMATS: dict[str, str] = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP"}
+MEDIA_TYPES: dict[str, str] = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+_OWN = ("format", "quality")
+_TRUE, _FALSE = {"1", "true", "yes", "on", ""}, {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class StylizeParams:
+    """One request's options. ``options`` are keyword arguments of ``Stylizer.stylize``, sorted (hashable:
+    requests with equal options share a batch)."""
+
+    format: str = "PNG"
+    quality: int = 95
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES[self.format]
+
+
+def stylize_options(stylize: Callable[..., Any] | None = None) -> dict[str, Callable[[str], Any]]:
+    """The keyword-only options of ``Stylizer.stylize`` (or ``stylize``), each with a parser for its type."""
+    if stylize is None:
+        from nst_runtime import Stylizer
+
+        stylize = Stylizer.stylize
+    try:
+        hints = typing.get_type_hints(stylize)
+    except Exception:  # an annotation this Python cannot resolve: fall back to the defaults' types
+        hints = {}
+    parsers: dict[str, Callable[[str], Any]] = {}
+    for name, param in inspect.signature(stylize).parameters.items():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        annotation = hints.get(name, type(param.default) if param.default is not inspect.Parameter.empty else str)
+        parsers[name] = _parser_for(name, annotation)
+    return parsers
+
+
+def _parser_for(name: str, annotation: Any) -> Callable[[str], Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return _parser_for(name, inner[0])
+    if origin is typing.Literal:
+        choices = {str(c).lower(): c for c in typing.get_args(annotation)}
+
+        def literal(text: str) -> Any:
+            if text.lower() not in choices:
+                raise UsageError(f"{name}={text!r}: expected one of {', '.join(map(str, choices))}.")
+            return choices[text.lower()]
+
+        return literal
+    if annotation is bool:
+        def boolean(text: str) -> bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise UsageError(f"{name}={text!r}: expected true or false.")
+
+        return boolean
+    if annotation in (int, float):
+        kind = annotation
+
+        def number(text: str) -> Any:
+            try:
+                return kind(text)
+            except ValueError:
+                raise UsageError(f"{name}={text!r}: expected {'an integer' if kind is int else 'a number'}.") from None
+
+        return number
+    return str
+
+
+def parse_query(query: Mapping[str, str], options: Mapping[str, Callable[[str], Any]]) -> StylizeParams:
+    """Validate ``?format=&quality=`` and the Stylizer's options; :class:`UsageError` names the bad one."""
+    fmt_text = query.get("format", "png").lower()
+    if fmt_text not in OUTPUT_FORMATS:
+        raise UsageError(f"format={fmt_text!r}: expected png, jpeg or webp.")
+    quality_text = query.get("quality", "95")
+    try:
+        quality = int(quality_text)
+    except ValueError:
+        quality = -1
+    if not 0 <= quality <= 100:
+        raise UsageError(f"quality={quality_text!r}: expected an integer from 0 to 100 (JPEG and WebP).")
+    chosen: dict[str, Any] = {}
+    for key, value in query.items():
+        if key in _OWN:
+            continue
+        name = key.replace("-", "_")
+        if name not in options:
+            known = ", ".join([*_OWN, *sorted(options)])
+            raise UsageError(f"unknown query parameter {key!r}; this server takes: {known}.")
+        chosen[name] = options[name](value)
+    return StylizeParams(OUTPUT_FORMATS[fmt_text], quality, tuple(sorted(chosen.items())))
+
+
+def http_status_for(exc: BaseException) -> int:
+    """413 over a size limit, 400 for a bad image or option, 500 for anything else."""
+    if isinstance(exc, (ImageTooLargeError, MemoryError)):
+        return 413
+    if isinstance(exc, (ImageError, UsageError)):
+        return 400
+    return 500
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """``{"error": one line, "code": the CLI's exit code}``."""
+    if isinstance(exc, NstError):
+        return {"error": " ".join(str(exc).split("\n")) or type(exc).__name__, "code": exc.exit_code}
+    if isinstance(exc, MemoryError):
+        return {"error": "not enough memory for this image on the replica; send a smaller image.",
+                "code": ImageTooLargeError.exit_code}
+    return {"error": f"internal error ({type(exc).__name__}); the server log has the details.", "code": 1}

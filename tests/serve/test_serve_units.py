@@ -1,0 +1,167 @@
+"""nst_serve without Ray: model names, the replica and actor plans, query parameters, error mapping, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from nst_runtime.errors import ImageError, ImageTooLargeError, ModelFileError, UsageError
+from nst_serve.batch_job import read_manifest, verified
+from nst_serve.config import ServeConfig, model_name_for, models_from_args
+from nst_serve.params import StylizeParams, error_body, http_status_for, parse_query, stylize_options
+from nst_serve.resources import READ_RESERVE_CPUS, plan_actor_pool, plan_replicas
+
+
+def test_import_nst_serve_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, nst_serve; print('ray' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("m/candy.onnx", "candy"), ("candy.fp16.onnx", "candy"), ("candy.fp16.engine", "candy"),
+    ("x/candy.plan", "candy"), ("mosaic.v2.onnx", "mosaic.v2"), ("Candy.FP16.ONNX", "Candy"),
+])
+def test_model_name_is_the_stem_without_artifact_tags(path, name):
+    assert model_name_for(path) == name
+
+
+def test_models_group_alternatives_and_take_explicit_names(tmp_path):
+    for name in ("candy.fp16.engine", "candy.onnx", "mosaic.onnx", "odd name.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    models = models_from_args([tmp_path / "candy.fp16.engine", tmp_path / "mosaic.onnx", tmp_path / "candy.onnx",
+                               f"wave={tmp_path / 'mosaic.onnx'}"])
+    assert [(m.name, [p.name for p in m.paths]) for m in models] == [
+        ("candy", ["candy.fp16.engine", "candy.onnx"]), ("mosaic", ["mosaic.onnx"]), ("wave", ["mosaic.onnx"])]
+    with pytest.raises(UsageError, match="model name 'odd name'"):
+        models_from_args([tmp_path / "odd name.onnx"])
+    with pytest.raises(UsageError, match="no such model file"):
+        models_from_args([tmp_path / "missing.onnx"])
+    with pytest.raises(UsageError, match="no model given"):
+        models_from_args([])
+
+
+def test_serve_config_refuses_bad_numbers(tmp_path):
+    (tmp_path / "a.onnx").write_bytes(b"x")
+    models = models_from_args([tmp_path / "a.onnx"])
+    assert ServeConfig(models=models).ongoing_per_replica == 8
+    for bad in ({"port": 0}, {"replicas": 0}, {"max_batch": 0}, {"max_queued": 0}, {"threads": 0},
+                {"port": True}, {"request_timeout_s": 0}):
+        with pytest.raises(UsageError):
+            ServeConfig(models=models, **bad)
+
+
+def test_cpu_replicas_share_the_cores_without_oversubscribing():
+    one = plan_replicas(models=1, cluster_cpus=2)
+    assert (one.replicas, one.num_cpus, one.threads) == (1, 2.0, 2)
+    two = plan_replicas(models=1, cluster_cpus=2, replicas=2)
+    assert (two.num_cpus, two.threads) == (1.0, 1)
+    # 16 CPUs over 3 models x 2 replicas: 2 each (12 reserved), never more threads than reserved CPUs
+    many = plan_replicas(models=3, cluster_cpus=16, replicas=2)
+    assert many.threads == many.num_cpus == 2
+    # a 64-CPU cluster of 8-CPU nodes: no replica asks for more than one node has
+    assert plan_replicas(models=1, cluster_cpus=64, largest_node_cpus=8).threads == 8
+    # more replicas than cores: fractions, one thread each, and all of them fit
+    crowded = plan_replicas(models=2, cluster_cpus=2, replicas=3)
+    assert crowded.threads == 1 and 6 * crowded.num_cpus <= 2
+    with pytest.raises(UsageError, match="need 8 CPUs; the cluster has 2"):
+        plan_replicas(models=2, cluster_cpus=2, replicas=2, threads=2)
+
+
+def test_gpu_replicas_one_per_gpu():
+    plan = plan_replicas(models=1, cluster_cpus=32, cluster_gpus=4)
+    assert (plan.replicas, plan.num_gpus, plan.num_cpus) == (4, 1.0, 1.0)
+    assert plan.ray_actor_options() == {"num_cpus": 1.0, "num_gpus": 1.0}
+    shared = plan_replicas(models=3, cluster_cpus=32, cluster_gpus=2)
+    assert shared.replicas == 1 and shared.num_gpus == pytest.approx(2 / 3)
+    cpu_only = plan_replicas(models=1, cluster_cpus=8, cluster_gpus=4, use_gpus=False)
+    assert cpu_only.num_gpus == 0 and "num_gpus" not in cpu_only.ray_actor_options()
+
+
+def test_actor_pool_leaves_cpus_for_reading():
+    # the measured hang: 2 actors x 1 CPU on a 2-CPU Ray left the read tasks nothing
+    small = plan_actor_pool(node_cpus=[2.0])
+    assert small.actors == 1 and small.threads == 2
+    assert small.actors * small.cpus_per_actor + small.read_cpus <= 2.0
+    for nodes in ([2.0], [4.0], [16.0], [8.0, 8.0, 4.0], [1.0]):
+        plan = plan_actor_pool(node_cpus=nodes)
+        assert plan.actors >= 1 and plan.read_cpus > 0
+        assert plan.actors * plan.cpus_per_actor + plan.read_cpus * len(nodes) <= sum(nodes)
+        assert plan.threads <= 4
+    assert plan_actor_pool(node_cpus=[16.0]).actors == 3  # 3 x 4 CPUs beside the reserve
+    gpu = plan_actor_pool(node_cpus=[16.0, 16.0], cluster_gpus=8)
+    assert (gpu.actors, gpu.gpus_per_actor, gpu.cpus_per_actor) == (8, 1.0, 1.0)
+    with pytest.raises(UsageError, match="do not fit beside the read tasks"):
+        plan_actor_pool(node_cpus=[2.0], actors=2)
+    with pytest.raises(UsageError, match="no CPUs"):
+        plan_actor_pool(node_cpus=[])
+    assert READ_RESERVE_CPUS > 0
+
+
+def _fake_stylize(self, image, *, scale: float = 1.0, preserve_color: bool = False,
+                  mode: Literal["fast", "exact"] = "fast", max_size: int | None = None):
+    return image
+
+
+def test_query_parameters_follow_the_stylizer_signature():
+    options = stylize_options(_fake_stylize)
+    assert sorted(options) == ["max_size", "mode", "preserve_color", "scale"]
+    params = parse_query({"format": "JPEG", "quality": "70", "preserve-color": "true", "scale": "0.5",
+                          "mode": "exact", "max_size": "640"}, options)
+    assert params == StylizeParams("JPEG", 70, (("max_size", 640), ("mode", "exact"), ("preserve_color", True),
+                                                ("scale", 0.5)))
+    assert params.media_type == "image/jpeg"
+    assert parse_query({}, options) == StylizeParams("PNG", 95, ())
+    for query, message in [({"format": "gif"}, "expected png, jpeg or webp"), ({"quality": "500"}, "0 to 100"),
+                           ({"quality": "x"}, "0 to 100"), ({"scale": "big"}, "scale='big': expected a number"),
+                           ({"preserve_color": "maybe"}, "expected true or false"),
+                           ({"mode": "slow"}, "expected one of fast, exact"),
+                           ({"sharpen": "1"}, "unknown query parameter 'sharpen'; this server takes: format")]:
+        with pytest.raises(UsageError, match=message):
+            parse_query(query, options)
+
+
+def test_the_real_stylizer_options_are_parseable():
+    from nst_runtime import Stylizer
+
+    options = stylize_options(Stylizer.stylize)
+    assert set(options) == {name for name, p in __import__("inspect").signature(Stylizer.stylize).parameters.items()
+                            if p.kind is p.KEYWORD_ONLY}
+
+
+def test_errors_map_to_http_and_the_cli_exit_codes():
+    assert http_status_for(ImageTooLargeError("x")) == 413
+    assert http_status_for(MemoryError()) == 413
+    assert http_status_for(ImageError("x")) == 400
+    assert http_status_for(UsageError("x")) == 400
+    assert http_status_for(ModelFileError("x")) == 500
+    assert http_status_for(RuntimeError("x")) == 500
+    assert error_body(ImageError("a.png: broken\nmore")) == {"error": "a.png: broken more", "code": 4}
+    assert error_body(UsageError("bad"))["code"] == 2
+    assert error_body(KeyError("secret path"))["code"] == 1
+    assert "secret path" not in error_body(KeyError("secret path"))["error"]
+
+
+def test_manifest_keeps_the_last_line_per_input_and_verifies_outputs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"stylized a")
+    good = {"input": "in/a.png", "output": "a.png", "bytes": 10, "sha256": hashlib.sha256(b"stylized a").hexdigest()}
+    lines = [json.dumps({"input": "in/a.png", "error": "first try failed", "code": 4}), json.dumps(good),
+             '{"input": "in/b.png", "outp', json.dumps({"input": "in/c.png", "error": "bad", "code": 4})]
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    entries = read_manifest(out / "manifest.jsonl")
+    assert set(entries) == {"in/a.png", "in/c.png"}  # the torn line is skipped
+    assert verified(entries["in/a.png"], out)
+    assert not verified(entries["in/c.png"], out)  # an error is redone
+    (out / "a.png").write_bytes(b"stylized A")  # same size, other bytes
+    assert not verified(entries["in/a.png"], out)
+    (out / "a.png").unlink()
+    assert not verified(entries["in/a.png"], out)
+    assert read_manifest(Path(tmp_path / "none.jsonl")) == {}
