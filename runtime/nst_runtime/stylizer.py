@@ -29,6 +29,7 @@ from .images import (
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
 from .steps import StepKwargs, StepPlan, fit_plane
+from .temporal import TemporalOptions, TemporalSmoother
 from .tiling import (
     DEFAULT_TILE_HALO,
     TilingGraph,
@@ -401,17 +402,27 @@ class Stylizer:
                 for im, rgb_out, (_, alpha) in zip(images, results, planes, strict=True)]
 
     def stylize_frames(
-        self, frames: Iterable[ImageT], *, batch_size: int | None = None, prefetch: int = 4
+        self, frames: Iterable[ImageT], *, batch_size: int | None = None, prefetch: int = 4,
+        temporal: TemporalOptions | None = None, **steps: Unpack[StepKwargs],
     ) -> Iterator[ImageT]:
         """Stylize a stream of frames lazily, in order. The source is read in a background thread while the
-        network runs, and up to ``parallel_calls`` batches are in flight, so decoding overlaps compute."""
+        network runs, and up to ``parallel_calls`` batches are in flight, so decoding overlaps compute.
+
+        ``temporal``: steady video (:mod:`nst_runtime.temporal`): each result is blended with the previous one
+        warped along the input's optical flow, in order, after the other ``steps`` (as in :meth:`stylize`)."""
         bs = batch_size or self.batch_size
+        StepPlan.of(**steps)  # a bad option fails here, not in the pipeline's thread
         chunks = _chunked(iter(frames), bs)
-        stage = Stage("stylize", lambda chunk: self.stylize_batch(chunk, batch_size=bs), workers=self.parallel_calls)
+        stage = Stage("stylize", lambda chunk: (chunk, self.stylize_batch(chunk, batch_size=bs, **steps)),
+                      workers=self.parallel_calls)
+        smoother = TemporalSmoother(temporal) if temporal is not None else None
         for outcome in run_pipeline(chunks, [stage], depth=max(prefetch, self.parallel_calls)):
             if outcome.error is not None:
                 raise outcome.error
-            yield from outcome.value
+            chunk, styled = outcome.value
+            if smoother is not None:
+                styled = [_steady(smoother, frame, out) for frame, out in zip(chunk, styled, strict=True)]
+            yield from styled
 
 
 def _tiling_loader(
@@ -433,6 +444,13 @@ def _tiling_loader(
                                  verify_hash=verify_hash)
 
     return load
+
+
+def _steady(smoother: TemporalSmoother, frame: Any, styled: Any) -> Any:
+    """One temporal step on PIL or numpy frames (RGB; an alpha plane passes through unchanged)."""
+    rgb, _ = _to_planes(frame)
+    out_rgb, alpha = _to_planes(styled)
+    return _from_planes(styled, smoother.step(rgb, out_rgb), alpha)
 
 
 def _chunked(it: Iterator[Any], n: int) -> Iterator[list[Any]]:

@@ -28,7 +28,11 @@ from .atomic import atomic_output
 from .errors import MediaError, write_error
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .steps import StepKwargs
     from .stylizer import Stylizer
+    from .temporal import TemporalOptions
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +70,27 @@ def stylize_video(
     batch_size: int | None = None,
     crf: int = 18,
     on_frame: Callable[[int], None] | None = None,
+    codec: str | None = None,
+    temporal: TemporalOptions | None = None,
+    **steps: Unpack[StepKwargs],
 ) -> VideoReport:
-    """Stylize every frame of ``src`` into ``dst`` (container from ``dst``'s suffix), keeping timing and audio."""
+    """Stylize every frame of ``src`` into ``dst`` (container from ``dst``'s suffix), keeping timing and audio.
+
+    ``codec``: an FFmpeg encoder name (default: H.264 for MP4/MOV/MKV, VP9 for WebM, MPEG-4 for AVI); ``crf``:
+    its constant-rate quality (libx264/libx265/libvpx-vp9; lower is better, 18 is near-transparent for x264).
+    ``temporal``: steady video (:mod:`nst_runtime.temporal`). ``steps``: as in :meth:`Stylizer.stylize`.
+    """
     import time
+
+    from .steps import StepPlan
 
     av = _av()
     src, dst = Path(src), Path(dst)
-    codec = _CODEC_BY_SUFFIX.get(dst.suffix.lower())
-    if codec is None:
+    plan = StepPlan.of(**steps)
+    codec = codec or _CODEC_BY_SUFFIX.get(dst.suffix.lower())
+    if codec is None or dst.suffix.lower() not in _CODEC_BY_SUFFIX:
         raise MediaError(f"{dst}: expected a video suffix ({', '.join(VIDEO_SUFFIXES)}) for the output.")
+    _check_codec(av, codec, crf)
     t0 = time.perf_counter()
     try:
         inp = av.open(str(src))
@@ -89,6 +105,8 @@ def stylize_video(
             vin.thread_type = "AUTO"
             ain = inp.streams.audio[0] if inp.streams.audio else None
             width, height = vin.codec_context.width, vin.codec_context.height
+            if plan.options.output_size == "processed":
+                height, width = plan.before(np.zeros((height, width, 3), np.uint8)).shape[:2]
             with av.open(tmp, "w", format=_container_format(dst)) as out:
                 rate = vin.average_rate or vin.guessed_rate or 25
                 vout = out.add_stream(codec, rate=rate)
@@ -97,6 +115,8 @@ def stylize_video(
                 vout.time_base = vin.time_base
                 if codec == "libx264":
                     vout.options = {"crf": str(crf), "preset": "veryfast"}
+                elif codec in _CRF_CODECS:
+                    vout.options = {"crf": str(crf), **({"b:v": "0"} if codec == "libvpx-vp9" else {})}
                 audio_state, aout = "none", None
                 if ain is not None:
                     try:
@@ -130,7 +150,7 @@ def stylize_video(
                             yield frame.to_ndarray(format="rgb24")
 
                 count = 0
-                for styled in stylizer.stylize_frames(frames(), batch_size=batch_size):
+                for styled in stylizer.stylize_frames(frames(), batch_size=batch_size, temporal=temporal, **steps):
                     if styled.shape[:2] != (vout.height, vout.width):
                         styled = np.pad(styled, ((0, vout.height - height), (0, vout.width - width), (0, 0)),
                                         mode="edge")
@@ -154,6 +174,23 @@ def stylize_video(
     if skipped:
         logger.warning("%s: %d undecodable video packets were skipped (a damaged stretch or tail)", src, skipped)
     return VideoReport(dst, count, width, height, audio_state, time.perf_counter() - t0, skipped)
+
+
+#: encoders that take a constant-rate-factor quality
+_CRF_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9"})
+
+
+def _check_codec(av: Any, codec: str, crf: int) -> None:
+    """Refuse an encoder this FFmpeg build lacks, or a CRF out of range, before any work."""
+    from .errors import UsageError
+
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:
+        raise UsageError(f"codec {codec!r}: this FFmpeg build (PyAV {av.__version__}) has no such encoder. Fix: "
+                         "use libx264 (MP4/MOV/MKV), libvpx-vp9 (WebM) or mpeg4 (AVI).") from None
+    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= 63:
+        raise UsageError(f"crf {crf!r}: expected an integer 0..51 (x264/x265) or 0..63 (VP9); lower is better.")
 
 
 def _container_format(dst: Path) -> str:
