@@ -150,6 +150,19 @@ def _fp16_converter() -> Callable[..., Any] | None:
     return None
 
 
+def _export_stage_available(*, fp16: bool = False) -> tuple[bool, str]:
+    """The ONNX (and TensorRT) backends time a file that ``nst_export`` writes from the checkpoint, so they need
+    the export stage itself (torch, onnx, onnxscript; onnxconverter-common for FP16), not only their runtime."""
+    modules = ["nst_export.onnx_export", "onnx", "onnxscript", *(["onnxconverter_common"] if fp16 else [])]
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError as exc:
+            return False, (f"making the ONNX file needs the export stage, and {exc.name or module} cannot be "
+                           "imported; pip install 'nst[export]'")
+    return True, ""
+
+
 def _cuda_available() -> tuple[bool, str]:
     try:
         import torch
@@ -379,7 +392,7 @@ class OrtBackend(Backend):
             return False, "ort-fp16 targets ONNX Runtime's CUDA provider; run with --device cuda on a GPU"
         if self.fp16 and _fp16_converter() is None:
             return False, "nst_export.fp16_onnx_from_onnx is not available in this checkout"
-        return True, ""
+        return _export_stage_available(fp16=self.fp16)
 
     def _setup(self, workload: Workload) -> None:
         import onnxruntime as ort
@@ -457,7 +470,7 @@ class TensorRTBackend(Backend):
             return False, "nst_export.engine_from_onnx is not available in this checkout"
         if self.fp16 and _fp16_converter() is None:
             return False, "nst_export.fp16_onnx_from_onnx is not available in this checkout"
-        return True, ""
+        return _export_stage_available(fp16=self.fp16)
 
     def _setup(self, workload: Workload) -> None:
         import tensorrt as trt

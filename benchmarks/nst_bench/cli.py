@@ -1,27 +1,45 @@
-"""``nst-bench``: time every backend this machine has, and the Gatys baseline, on the same inputs."""
+"""``nst-bench``: time every backend this machine has, and the Gatys baseline, on the same inputs.
+
+At module level only click, ``nst_runtime`` and the torch-free parts of ``nst_bench`` are imported, so
+``--help`` works on any install; torch, ONNX and TensorRT load when the benchmark runs.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nst_runtime.errors import NstError, UsageError
+import click
+from nst_runtime.devices import Device
+from nst_runtime.errors import UsageError
+from nst_runtime.options import (
+    device_option,
+    no_progress_option,
+    nst_command,
+    output_option,
+    positive_int,
+    run_command,
+    setup_logging,
+    use_only_gpu,
+    verbosity_options,
+)
 
 from .harness import RepetitionPolicy
-from .run import ALL_BACKENDS, DEFAULT_SIZES, GATYS_SIZES, BenchConfig, parse_size, run_benchmark
+from .run import ALL_BACKENDS, DEFAULT_SIZES, GATYS_SIZES, BenchConfig, parse_size
 
 log = logging.getLogger("nst_bench")
+
+EXIT_CODES = (9,)
 
 EPILOG = """\
 examples:
   # everything this machine has, default sizes (256² … 3840×2160), batch 1 and 4
-  nst-bench --out bench-out
+  nst-bench -o bench-out
 
   # a one-minute look: 256² and 512², batch 1, few repetitions, Gatys at 256² only
-  nst-bench --quick --out bench-quick
+  nst-bench --quick -o bench-quick
 
   # GPU backends only, at 1080p, with a trained checkpoint
   nst-bench --device cuda --backends torch-fp16,ort-fp16,trt-fp16 --sizes 1920x1080 --checkpoint model.pth
@@ -41,7 +59,8 @@ Gatys: seconds for 100/300/500 L-BFGS iterations at 256², 512², 1024² (Johnso
 The loss network is a random VGG-16: timing only. The timed feed-forward network is a seeded random
 TransformerNet unless --checkpoint is given: speed does not depend on the weights.
 
-outputs: OUT/results.json, OUT/results.md, OUT/results.png. See docs/bench.md.
+outputs: OUTPUT/results.json, OUTPUT/results.md, OUTPUT/results.png (the folder is checked to be writable
+before anything runs). See docs/bench.md. The same command through the nst group: nst bench --quick.
 """
 
 
@@ -49,108 +68,122 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nst-bench",
-        description="Latency and throughput of the style network on every backend this machine has "
-                    "(PyTorch, ONNX Runtime, TensorRT), side by side with the Gatys optimization baseline.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="where to run (default: cuda when a GPU is visible, else cpu)")
-    p.add_argument("--backends", default=",".join(ALL_BACKENDS),
-                   help=f"comma-separated subset of {','.join(ALL_BACKENDS)} (default: all)")
-    p.add_argument("--sizes", default=None, help=f"comma-separated sizes (default: {','.join(DEFAULT_SIZES)})")
-    p.add_argument("--batch", default=None, help="comma-separated batch sizes (default: 1,4)")
-    p.add_argument("--views", default="compute,e2e", help="compute, e2e or both (default: both)")
-    p.add_argument("--quick", action="store_true",
-                   help="256² and 512², batch 1, few repetitions, Gatys at 256² only")
-    p.add_argument("--reps", type=int, default=None, help="most timed repetitions per measurement (default 50)")
-    p.add_argument("--min-reps", type=int, default=None, help="fewest timed repetitions (default 3)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up calls (default 2)")
-    p.add_argument("--budget-s", type=float, default=None,
-                   help="seconds to spend timing one measurement (default 10)")
-    p.add_argument("--max-batch-pixels", type=int, default=4 * 1920 * 1080,
-                   help="skip batch>1 workloads above this many pixels per call (default: 4 × 1920×1080)")
-    p.add_argument("--gatys-sizes", default=None, help="sizes for the Gatys baseline (default: 256,512,1024)")
-    p.add_argument("--gatys-iterations", type=int, default=None,
-                   help="Gatys iterations to time (default: 500 where they fit --gatys-budget-s, else fewer)")
-    p.add_argument("--gatys-budget-s", type=float, default=30.0, help="seconds per Gatys size (default 30)")
-    p.add_argument("--checkpoint", default=None, help="time this checkpoint instead of a random network")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bench-out", help="output folder (default: bench-out)")
-    p.add_argument("--append", action="store_true",
-                   help="merge into OUT/results.json: records of the backends run now replace theirs, "
-                        "the others are kept (e.g. add gatys or a GPU backend to an earlier run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
+@nst_command(
+    "nst-bench", exit_codes=EXIT_CODES, extra="bench", epilog=EPILOG,
+    short_help="Time every backend this machine has, and the Gatys baseline.",
+    help="Latency and throughput of the style network on every backend this machine has (PyTorch, ONNX "
+         "Runtime, TensorRT), side by side with the Gatys optimization baseline.")
+@output_option("output folder for results.json, results.md and results.png", default="bench-out",
+               old_names=("--out",))
+@device_option("where to run: auto (cuda when a GPU is visible, else cpu), cpu, cuda or cuda:N")
+@click.option("--backends", default=",".join(ALL_BACKENDS), show_default=True, metavar="LIST",
+              help="comma-separated subset of the backends")
+@click.option("--sizes", default=None, metavar="LIST", help=f"comma-separated sizes (default: {','.join(DEFAULT_SIZES)})")
+@click.option("--batch", default=None, metavar="LIST", help="comma-separated batch sizes (default: 1,4)")
+@click.option("--views", default="compute,e2e", show_default=True, help="compute, e2e or both")
+@click.option("--quick", is_flag=True, help="256² and 512², batch 1, few repetitions, Gatys at 256² only")
+@positive_int("--reps", None, "most timed repetitions per measurement (default 50)")
+@positive_int("--min-reps", None, "fewest timed repetitions (default 3)")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, metavar="N", help="untimed warm-up calls (default 2)")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="seconds to spend timing one measurement (default 10)")
+@positive_int("--max-batch-pixels", 4 * 1920 * 1080, "skip batch>1 workloads above this many pixels per call")
+@click.option("--gatys-sizes", default=None, metavar="LIST", help="sizes for the Gatys baseline (default: 256,512,1024)")
+@positive_int("--gatys-iterations", None, "Gatys iterations to time (default: 500 where they fit --gatys-budget-s, "
+              "else fewer)")
+@click.option("--gatys-budget-s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              metavar="S", help="seconds per Gatys size")
+@click.option("--checkpoint", default=None, type=click.Path(path_type=Path),
+              help="time this checkpoint instead of a random network")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the random network and inputs")
+@click.option("--append", is_flag=True,
+              help="merge into OUTPUT/results.json: records of the backends run now replace theirs, the others "
+                   "are kept (e.g. add gatys or a GPU backend to an earlier run)")
+@no_progress_option
+@verbosity_options
+def bench(output: Path, device: Device, backends: str, sizes: str | None, batch: str | None, views: str,
+          quick: bool, reps: int | None, min_reps: int | None, warmup: int | None, budget_s: float | None,
+          max_batch_pixels: int, gatys_sizes: str | None, gatys_iterations: int | None, gatys_budget_s: float,
+          checkpoint: Path | None, seed: int, append: bool, no_progress: bool, quiet: bool, verbose: int) -> int:
+    setup_logging("nst-bench", verbose=verbose, quiet=quiet)
+    # the reference network and the FLOP counts are PyTorch's: without torch (a runtime-only install) say which
+    # extra to install before anything runs (ModuleNotFoundError becomes that one line, exit 6)
+    import torch  # noqa: F401
+    cfg = config_from_options(
+        device=device, backends=backends, sizes=sizes, batch=batch, views=views, quick=quick, reps=reps,
+        min_reps=min_reps, warmup=warmup, budget_s=budget_s, max_batch_pixels=max_batch_pixels,
+        gatys_sizes=gatys_sizes, gatys_iterations=gatys_iterations, gatys_budget_s=gatys_budget_s,
+        checkpoint=checkpoint, seed=seed, progress=not (no_progress or quiet))
+    from .report import merge_into, write_reports
+    from .run import run_benchmark
+
+    doc = run_benchmark(cfg)
+    if append:
+        doc = merge_into(output / "results.json", doc)
+    paths = write_reports(doc, output)
+    n = len(doc["results"])
+    click.echo(f"nst-bench: {n} measurements, {len(doc['skipped'])} skipped; wrote {paths['json']}, "
+               f"{paths['md']}, {paths['png']}")
+    for s in doc["skipped"]:
+        click.echo(f"  skipped {s['backend']}: {s['reason']}")
+    return 0
 
 
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    device = args.device
-    if device is None:
-        try:
-            import torch
+def main(argv: Sequence[str] | None = None) -> int:
+    """``nst-bench``: returns the process exit code."""
+    return run_command(bench, argv, prog="nst-bench")
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            device = "cpu"
-    quick = args.quick
-    sizes = args.sizes or ("256,512" if quick else ",".join(DEFAULT_SIZES))
-    batches = args.batch or ("1" if quick else "1,4")
-    gatys_sizes = args.gatys_sizes or ("256" if quick else ",".join(f"{h}" for h, _ in GATYS_SIZES))
+
+def _resolve_device(device: Device) -> str:
+    """The harness runs on "cpu" or "cuda"; ``auto`` asks torch, ``cuda:N`` makes GPU N the visible one."""
+    if device.kind == "cpu":
+        return "cpu"
+    if device.kind == "cuda":
+        if device.gpu_index:
+            use_only_gpu(device.gpu_index)
+        return "cuda"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def config_from_options(*, device: Device, backends: str, sizes: str | None = None, batch: str | None = None,
+                        views: str = "compute,e2e", quick: bool = False, reps: int | None = None,
+                        min_reps: int | None = None, warmup: int | None = None, budget_s: float | None = None,
+                        max_batch_pixels: int = 4 * 1920 * 1080, gatys_sizes: str | None = None,
+                        gatys_iterations: int | None = None, gatys_budget_s: float = 30.0,
+                        checkpoint: Path | None = None, seed: int = 0, progress: bool = True) -> BenchConfig:
+    sizes = sizes or ("256,512" if quick else ",".join(DEFAULT_SIZES))
+    batches = batch or ("1" if quick else "1,4")
+    gatys_sizes = gatys_sizes or ("256" if quick else ",".join(f"{h}" for h, _ in GATYS_SIZES))
     try:
         batch_list = tuple(int(b) for b in _csv(batches))
     except ValueError:
         raise UsageError(f"--batch {batches!r}: expected comma-separated integers, e.g. 1,4.") from None
     policy = RepetitionPolicy(
-        warmup=args.warmup if args.warmup is not None else (1 if quick else 2),
-        reps=args.reps if args.reps is not None else (10 if quick else 50),
-        min_reps=args.min_reps if args.min_reps is not None else (2 if quick else 3),
-        budget_s=args.budget_s if args.budget_s is not None else (2.0 if quick else 10.0),
+        warmup=warmup if warmup is not None else (1 if quick else 2),
+        reps=reps if reps is not None else (10 if quick else 50),
+        min_reps=min_reps if min_reps is not None else (2 if quick else 3),
+        budget_s=budget_s if budget_s is not None else (2.0 if quick else 10.0),
     )
     return BenchConfig(
-        device=device,
-        backends=tuple(_csv(args.backends)),
+        device=_resolve_device(device),
+        backends=tuple(_csv(backends)),
         sizes=tuple(parse_size(s) for s in _csv(sizes)),
         batches=batch_list,
-        views=tuple(_csv(args.views)),
+        views=tuple(_csv(views)),
         policy=policy,
-        max_batch_pixels=args.max_batch_pixels,
-        checkpoint=args.checkpoint,
-        seed=args.seed,
+        max_batch_pixels=max_batch_pixels,
+        checkpoint=str(checkpoint) if checkpoint is not None else None,
+        seed=seed,
         gatys_sizes=tuple(parse_size(s) for s in _csv(gatys_sizes)),
-        gatys_iterations=args.gatys_iterations if args.gatys_iterations is not None else (5 if quick else None),
-        gatys_budget_s=args.gatys_budget_s,
-        progress=not args.no_progress,
+        gatys_iterations=gatys_iterations if gatys_iterations is not None else (5 if quick else None),
+        gatys_budget_s=gatys_budget_s,
+        progress=progress,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args)
-        doc = run_benchmark(cfg)
-        from .report import merge_into, write_reports
-
-        if args.append:
-            doc = merge_into(Path(args.out) / "results.json", doc)
-
-        paths = write_reports(doc, args.out)
-    except NstError as exc:
-        print(f"nst-bench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    n = len(doc["results"])
-    print(f"nst-bench: {n} measurements, {len(doc['skipped'])} skipped; wrote {paths['json']}, "
-          f"{paths['md']}, {paths['png']}")
-    for s in doc["skipped"]:
-        print(f"  skipped {s['backend']}: {s['reason']}")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,108 +1,166 @@
-"""``nst-export``: checkpoint -> ONNX (FP32, FP16) -> parity gate -> TensorRT engine -> Triton repository."""
+"""``nst-export``: checkpoint -> ONNX (FP32, FP16) -> parity gate -> TensorRT engine -> Triton repository.
+
+Only click and ``nst_runtime`` are imported here at module level, so ``nst-export --help`` works on a
+runtime-only install; torch, onnx and TensorRT are imported when the export runs.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import click
+from nst_runtime.devices import Device
 from nst_runtime.errors import BackendUnavailableError, NstError, UsageError, write_error
+from nst_runtime.options import (
+    device_option,
+    nst_command,
+    output_option,
+    run_command,
+    setup_logging,
+    use_only_gpu,
+    verbosity_options,
+)
 from nst_runtime.sidecar import ShapeProfile, read_sidecar
 
 log = logging.getLogger("nst_export.cli")
+
+# The library's defaults, repeated here so that --help needs no torch (tests/export/test_cli.py pins them to
+# the library's values).
+DEFAULT_OPSET, MIN_OPSET, MAX_OPSET = 18, 18, 24
+DEFAULT_SHAPES = {"min": (1, 8, 8), "opt": (1, 1080, 1920), "max": (1, 2160, 3840)}
+DEFAULT_OPTIMIZATION_LEVEL = 3
+DEFAULT_FP32_TOL, DEFAULT_FP16_MIN_PSNR = 1, 40.0
 
 EPILOG = """\
 examples:
   nst-export mosaic.pth --onnx-only
       FP32 ONNX only: out/mosaic.onnx (+ .json sidecar), parity-checked against PyTorch.
-  nst-export mosaic.pth --fp16 --onnx-only --out-dir models
+  nst-export mosaic.pth --fp16 --onnx-only -o models
       adds models/mosaic.fp16.onnx (convolutions FP16, InstanceNorm FP32), for ONNX Runtime CUDA / TensorRT 11.
   nst-export mosaic.pth --fp16
       on a GPU machine with TensorRT: also builds out/mosaic.fp16.engine (+ .json) for this GPU.
+  nst-export mosaic.pth --fp16 --device cuda:1
+      the same, built on (and for) the second GPU.
   nst-export mosaic.pth --fp16 --max-shape 8x1080x1920 --timing-cache trt.cache --triton-repo repo
       batches up to 8 at 1080p, tactic timings reused between builds, and a Triton model repository
       repo/mosaic/{config.pbtxt,1/model.plan}.
   nst-export saved_models/udnie.pth --name udnie --fp16 --version-compatible
       a pytorch/examples fast_neural_style checkpoint; a version-compatible engine for tensorrt_lean.
+  nst export mosaic.pth --onnx-only
+      the same command through the nst group.
 
-exit codes:
-  0 success      2 bad options      3 unreadable/foreign checkpoint or model file
-  5 parity gate failed (the failing file is not written)
-  6 TensorRT or a GPU is missing: the ONNX files were written and checked, the engine was not
-    (pass --onnx-only to make stopping after the ONNX files a success)
-  1 any other nst error
+Exit 6 (TensorRT or a GPU missing) comes after the ONNX files were written and checked; pass --onnx-only
+to make stopping after them a success. A file that fails the parity gate (exit 5) is not written.
 """
 
+EXIT_CODES = (3, 5, 9)
 
-def _shape(option: str):
-    def parse(text: str) -> tuple[int, int, int]:
+
+class ShapeType(click.ParamType):
+    """``NxHxW`` → ``(N, H, W)``, parsed by the exporter's own :func:`parse_shape`."""
+
+    name = "shape"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "NxHxW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int, int]:
+        if isinstance(value, tuple):
+            return value
         from .tensorrt_engine import parse_shape
 
         try:
-            return parse_shape(text, option=option)
+            return parse_shape(str(value), option=param.name.replace("_", "-") if param and param.name else "shape")
         except UsageError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
-    return parse
+            self.fail(str(exc), param, ctx)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-    from .parity import ParityTolerance
-    from .tensorrt_engine import DEFAULT_OPTIMIZATION_LEVEL, DEFAULT_PROFILE
+def _shape_option(label: str) -> Any:
+    default = DEFAULT_SHAPES[label]
+    return click.option(f"--{label}-shape", type=ShapeType(), default=default,
+                        help=f"{label} input shape of the TensorRT optimization profile (default: "
+                             f"{'x'.join(map(str, default))})")
 
-    tol = ParityTolerance()
-    fmt = "x".join
-    p = argparse.ArgumentParser(
-        prog="nst-export",
-        description="Export a TransformerNet checkpoint for deployment: ONNX with a uint8 NHWC RGB contract "
-                    "(dynamic batch/height/width), an optional FP16 ONNX, a parity gate against PyTorch FP32 on "
-                    "every file, a TensorRT engine where TensorRT and a GPU exist, JSON sidecars, and a "
-                    "Triton model repository.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("checkpoint", type=Path, help="nst checkpoint (.pth/.safetensors) or a pytorch/examples "
-                                                 "fast_neural_style state dict")
-    p.add_argument("--fp16", action="store_true",
-                   help="also write NAME.fp16.onnx and build the engine from it (convolutions FP16, "
-                        "InstanceNorm and I/O FP32)")
-    p.add_argument("--out-dir", type=Path, default=Path("out"), help="output folder (default: %(default)s)")
-    p.add_argument("--name", help="base name of the files (default: the checkpoint's file name stem)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s; see docs/export.md)")
-    p.add_argument("--no-tiling-graph", dest="tiling_graph", action="store_false",
-                   help="skip NAME.tiling.onnx, the graph the runtime uses to stylize images larger than the "
-                        "engine's profile in tiles with whole-image InstanceNorm statistics (without it, such "
-                        "images fall back to blended tiles with visible tone shifts)")
-    group = p.add_argument_group("TensorRT engine")
-    group.add_argument("--onnx-only", action="store_true",
-                       help="stop after the ONNX files (success without TensorRT)")
-    for label, default in (("min", DEFAULT_PROFILE.min), ("opt", DEFAULT_PROFILE.opt), ("max", DEFAULT_PROFILE.max)):
-        group.add_argument(f"--{label}-shape", type=_shape(f"{label}-shape"), default=default, metavar="NxHxW",
-                           help=f"{label} input shape of the optimization profile (default: "
-                                f"{fmt(map(str, default))})")
-    group.add_argument("--timing-cache", type=Path, metavar="PATH",
-                       help="load tactic timings from PATH if it exists, save them there after the build")
-    group.add_argument("--version-compatible", action="store_true",
-                       help="engine runs on later TensorRT of the same major version and on tensorrt_lean "
-                            "(the lean runtime is excluded from the plan)")
-    group.add_argument("--builder-opt-level", type=int, default=DEFAULT_OPTIMIZATION_LEVEL, metavar="N",
-                       help="TensorRT builder optimization level 0..5 (default: %(default)s)")
-    group.add_argument("--workspace-gib", type=float, metavar="GIB",
-                       help="limit the builder's workspace memory pool")
-    gate = p.add_argument_group("parity gate (ONNX Runtime CPU vs PyTorch FP32)")
-    gate.add_argument("--fp32-tol", type=int, default=tol.fp32_max_abs_levels, metavar="L",
-                      help="max |difference| in uint8 levels for the FP32 ONNX (default: %(default)s)")
-    gate.add_argument("--fp16-min-psnr", type=float, default=tol.fp16_min_psnr_db, metavar="DB",
-                      help="minimum PSNR in dB for the FP16 ONNX (default: %(default)s)")
-    p.add_argument("--triton-repo", type=Path, metavar="DIR",
-                   help="also write DIR/NAME/config.pbtxt with 1/model.plan (or 1/model.onnx with --onnx-only)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (per-image parity numbers)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary")
-    return p
+
+@nst_command(
+    "nst-export", exit_codes=EXIT_CODES, extra="export", epilog=EPILOG,
+    short_help="Checkpoint -> ONNX (FP32, FP16) -> TensorRT engine, each parity-checked.",
+    help="Export a TransformerNet checkpoint for deployment: ONNX with a uint8 NHWC RGB contract (dynamic "
+         "batch/height/width), an optional FP16 ONNX, a parity gate against PyTorch FP32 on every file, a "
+         "TensorRT engine where TensorRT and a GPU exist, JSON sidecars, and a Triton model repository.\n\n"
+         "CHECKPOINT: an nst checkpoint (.pth/.safetensors) or a pytorch/examples fast_neural_style state dict.")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@output_option("output folder", default="out", old_names=("--out-dir",))
+@click.option("--fp16", is_flag=True, help="also write NAME.fp16.onnx and build the engine from it "
+              "(convolutions FP16, InstanceNorm and I/O FP32)")
+@click.option("--name", help="base name of the files (default: the checkpoint's file name stem)")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
+              help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (see docs/export.md)")
+@click.option("--no-tiling-graph", "no_tiling_graph", is_flag=True,
+              help="skip NAME.tiling.onnx, the graph the runtime uses to stylize images larger than the engine's "
+                   "profile in tiles with whole-image InstanceNorm statistics (without it, such images fall back "
+                   "to blended tiles with visible tone shifts)")
+@click.option("--onnx-only", is_flag=True, help="stop after the ONNX files (success without TensorRT)")
+@device_option("the GPU to build the TensorRT engine on (and for): auto or cuda (GPU 0), cuda:N; cpu only with "
+               "--onnx-only")
+@_shape_option("min")
+@_shape_option("opt")
+@_shape_option("max")
+@click.option("--timing-cache", type=click.Path(path_type=Path), metavar="PATH",
+              help="load tactic timings from PATH if it exists, save them there after the build")
+@click.option("--version-compatible", is_flag=True,
+              help="engine runs on later TensorRT of the same major version and on tensorrt_lean (the lean "
+                   "runtime is excluded from the plan)")
+@click.option("--builder-opt-level", type=click.IntRange(0, 5), default=DEFAULT_OPTIMIZATION_LEVEL,
+              show_default=True, metavar="N", help="TensorRT builder optimization level 0..5")
+@click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), metavar="GIB",
+              help="limit the builder's workspace memory pool")
+@click.option("--fp32-tol", type=int, default=DEFAULT_FP32_TOL, show_default=True, metavar="L",
+              help="parity gate: max |difference| in uint8 levels for the FP32 ONNX")
+@click.option("--fp16-min-psnr", type=float, default=DEFAULT_FP16_MIN_PSNR, show_default=True, metavar="DB",
+              help="parity gate: minimum PSNR in dB for the FP16 ONNX")
+@click.option("--triton-repo", type=click.Path(path_type=Path), metavar="DIR",
+              help="also write DIR/NAME/config.pbtxt with 1/model.plan (or 1/model.onnx with --onnx-only)")
+@verbosity_options
+def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: int, no_tiling_graph: bool,
+           onnx_only: bool, device: Device, min_shape: tuple[int, int, int], opt_shape: tuple[int, int, int],
+           max_shape: tuple[int, int, int], timing_cache: Path | None, version_compatible: bool,
+           builder_opt_level: int, workspace_gib: float | None, fp32_tol: int, fp16_min_psnr: float,
+           triton_repo: Path | None, quiet: bool, verbose: int) -> int:
+    setup_logging("nst-export", verbose=verbose, quiet=quiet, default=logging.INFO)
+    if device.kind == "cpu" and not onnx_only:
+        raise UsageError("--device cpu: TensorRT builds engines on a GPU. Fix: add --onnx-only (the ONNX files "
+                         "are built and checked on the CPU anyway), or choose --device cuda:N.")
+    if device.kind == "cuda" and not onnx_only:
+        use_only_gpu(device.gpu_index)
+    try:
+        written = run(ExportOptions(
+            checkpoint=checkpoint, out_dir=output, fp16=fp16, name=name, opset=opset,
+            tiling_graph=not no_tiling_graph, onnx_only=onnx_only,
+            profile=ShapeProfile(min=min_shape, opt=opt_shape, max=max_shape), timing_cache=timing_cache,
+            version_compatible=version_compatible, builder_opt_level=builder_opt_level,
+            workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
+        ))
+    except NstError:
+        raise
+    except OSError as exc:  # a write outside the guarded ONNX saves (sidecar, Triton repo, engine)
+        raise write_error(exc.filename or output, exc) from exc
+    except KeyboardInterrupt:
+        print("nst-export: interrupted; no partial files were left behind.", file=sys.stderr)
+        return 130
+    click.echo(summary_table(written))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``nst-export``: returns the process exit code."""
+    return run_command(export, argv, prog="nst-export")
 
 
 def _human(n: int) -> str:
@@ -132,17 +190,28 @@ def summary_table(paths: Sequence[Path]) -> str:
     return "\n".join(lines)
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("nst-export: %(message)s"))
-    root = logging.getLogger("nst_export")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+@dataclass(frozen=True)
+class ExportOptions:
+    """What one ``nst-export`` run does (the command line, typed)."""
+
+    checkpoint: Path
+    out_dir: Path = Path("out")
+    fp16: bool = False
+    name: str | None = None
+    opset: int = DEFAULT_OPSET
+    tiling_graph: bool = True
+    onnx_only: bool = False
+    profile: ShapeProfile = field(default_factory=lambda: ShapeProfile(**DEFAULT_SHAPES))
+    timing_cache: Path | None = None
+    version_compatible: bool = False
+    builder_opt_level: int = DEFAULT_OPTIMIZATION_LEVEL
+    workspace_gib: float | None = None
+    fp32_tol: int = DEFAULT_FP32_TOL
+    fp16_min_psnr: float = DEFAULT_FP16_MIN_PSNR
+    triton_repo: Path | None = None
 
 
-def run(args: argparse.Namespace) -> list[Path]:
+def run(args: ExportOptions) -> list[Path]:
     """The export itself, step by step; returns the artifacts written. Raises NstError subclasses."""
     from .fp16 import fp16_onnx_from_onnx
     from .onnx_export import onnx_from_checkpoint
@@ -154,7 +223,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         tolerance = ParityTolerance(fp32_max_abs_levels=args.fp32_tol, fp16_min_psnr_db=args.fp16_min_psnr)
     except ValueError as exc:
         raise UsageError(f"parity tolerance: {exc}.") from exc
-    profile = ShapeProfile(min=args.min_shape, opt=args.opt_shape, max=args.max_shape)
+    profile = args.profile
     if not args.onnx_only:
         validate_profile(profile)  # fail on bad shapes before minutes of export, not after
     name = args.name or args.checkpoint.stem
@@ -217,26 +286,6 @@ def run(args: argparse.Namespace) -> list[Path]:
         config = triton_repo_from_artifact(artifact, args.triton_repo, name=name)
         done(t0, config)
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _configure_logging(args)
-    try:
-        written = run(args)
-    except NstError as exc:
-        print(f"nst-export: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a write outside the guarded ONNX saves (sidecar, Triton repo, engine)
-        err = write_error(exc.filename or args.out_dir, exc)
-        print(f"nst-export: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("nst-export: interrupted; no partial files were left behind.", file=sys.stderr)
-        return 130
-    print(summary_table(written))
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

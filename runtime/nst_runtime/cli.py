@@ -1,14 +1,19 @@
-"""``nst-stylize``: stylize images, folders and videos with an exported model (ONNX file or engine)."""
+"""``nst-stylize``: stylize images, folders and videos with an exported model (ONNX file or engine).
+
+Only this module sees command-line options; the work is done by :class:`nst_runtime.Stylizer`.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
+from .devices import Device
 from .errors import BatchError, NstError, UsageError
 from .images import (
     DEFAULT_MAX_PIXELS,
@@ -18,6 +23,18 @@ from .images import (
     output_format_for,
     read_image,
     save_image,
+)
+from .options import (
+    device_option,
+    max_pixels_option,
+    no_progress_option,
+    nst_command,
+    output_option,
+    positive_int,
+    run_command,
+    setup_logging,
+    threads_option,
+    verbosity_options,
 )
 from .pipeline import Stage, run_pipeline
 from .video import VIDEO_SUFFIXES, is_video, stylize_video
@@ -32,11 +49,10 @@ examples:
   nst-stylize candy.onnx huge.tif -o out/ --tile 1024         run a large image in overlapping tiles
   nst-stylize candy.onnx a.png b.png -o out/ --format webp    choose the output format
   nst-stylize candy.onnx x.jpg -o out/ --device cpu           ONNX Runtime on CPU even if a GPU exists
-
-exit codes: 0 all done, 2 usage, 3 model file, 4 image/video (a single input that cannot be read),
-            6 backend unavailable, 8 some inputs of a batch failed (the others were written), 9 output not writable
-            (disk full: the previous file is kept), 1 other file system errors
+  nst stylize candy.onnx x.jpg -o out/                        the same command through the nst group
 """
+
+EXIT_CODES = (3, 4, 8, 9)
 
 
 @dataclass(frozen=True)
@@ -48,41 +64,55 @@ class Job:
     exact: Path | None = None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nst-stylize",
-        description="Stylize images, folders and videos with a model exported by nst-export "
-        "(an .onnx file, or a TensorRT .engine with its sidecar .json beside it).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("model", type=Path, help="model.onnx, model.fp16.onnx or model.fp16.engine (sidecar beside it)")
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="image files, folders, or videos")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output folder; or an output file name when there is exactly one input file")
-    p.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders of INPUT folders")
-    g = p.add_argument_group("backend")
-    g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto",
-                   help="auto: TensorRT for engines, ONNX Runtime for ONNX files (default)")
-    g.add_argument("--device", default="0", help="GPU index, or 'cpu' (ONNX Runtime only); default 0, which "
-                   "falls back to CPU when ONNX Runtime has no GPU provider")
-    g.add_argument("--providers", help="ONNX Runtime providers, comma-separated, e.g. CUDAExecutionProvider")
-    g.add_argument("--contexts", type=int, default=2, help="TensorRT execution contexts (default 2)")
-    g.add_argument("--cuda-graphs", action="store_true", help="TensorRT: capture and replay CUDA graphs")
-    g.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the model file")
-    g = p.add_argument_group("images")
-    g.add_argument("--tile", type=int, help="largest height/width per network call; larger images are tiled")
-    g.add_argument("--tile-overlap", type=int, default=64, help="pixels shared by neighbouring tiles (default 64)")
-    g.add_argument("--batch-size", type=int, default=1, help="video frames per network call (default 1)")
-    g.add_argument("--format", choices=("png", "jpeg", "jpg", "webp", "bmp", "tiff", "gif"),
-                   help="output image format (default: the input's where sensible, else png)")
-    g.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
-    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse larger images (decompression-bomb guard; default {DEFAULT_MAX_PIXELS}, 0: none)")
-    g.add_argument("--jobs", type=int, default=2, help="decode/encode threads (default 2)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
-    return p
+@nst_command(
+    "nst-stylize", exit_codes=EXIT_CODES, extra="runtime", epilog=EXAMPLES,
+    short_help="Stylize images, folders and videos with an exported model.",
+    help="Stylize images, folders and videos with a model exported by nst-export (an .onnx file, or a "
+         "TensorRT .engine with its sidecar .json beside it).\n\n"
+         "MODEL: model.onnx, model.fp16.onnx or model.fp16.engine (sidecar beside it). "
+         "INPUT: image files, folders, or videos.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(path_type=Path))
+@output_option("output folder; or an output file name when there is exactly one input file")
+@click.option("-r", "--recursive", is_flag=True, help="descend into subfolders of INPUT folders")
+@click.option("--backend", type=click.Choice(("auto", "onnxruntime", "tensorrt")), default="auto",
+              show_default=True, help="auto: TensorRT for engines, ONNX Runtime for ONNX files")
+@device_option("auto (a GPU when one is usable, else the CPU), cpu (ONNX Runtime only), cuda (GPU 0) or "
+               "cuda:N")
+@click.option("--providers", metavar="LIST", help="ONNX Runtime providers, comma-separated, e.g. "
+              "CUDAExecutionProvider")
+@positive_int("--contexts", 2, "TensorRT execution contexts")
+@click.option("--cuda-graphs", is_flag=True, help="TensorRT: capture and replay CUDA graphs")
+@click.option("--no-verify", is_flag=True, help="skip the SHA-256 check of the model file")
+@threads_option("ONNX Runtime CPU threads per network call (default: all cores)")
+@click.option("--tile", type=click.IntRange(min=1), metavar="PX",
+              help="largest height/width per network call; larger images are tiled")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True, metavar="PX",
+              help="pixels shared by neighbouring tiles")
+@positive_int("--batch-size", 1, "video frames per network call")
+@click.option("--format", "format_", type=click.Choice(("png", "jpeg", "jpg", "webp", "bmp", "tiff", "gif")),
+              help="output image format (default: the input's where sensible, else png)")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, metavar="1..100",
+              help="JPEG/WebP quality")
+@max_pixels_option(DEFAULT_MAX_PIXELS)
+@positive_int("--jobs", 2, "decode/encode threads")
+@no_progress_option
+@verbosity_options
+def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool, backend: str, device: Device,
+            providers: str | None, contexts: int, cuda_graphs: bool, no_verify: bool, threads: int | None,
+            tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
+            max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int) -> int:
+    setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
+    return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
+                providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
+                threads=threads, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
+                format_=format_, quality=quality, max_pixels=max_pixels or None, jobs=jobs,
+                progress=not (quiet or no_progress), quiet=quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``nst-stylize``: returns the process exit code."""
+    return run_command(stylize, argv, prog="nst-stylize")
 
 
 def _walk(folder: Path, recursive: bool) -> list[Path]:
@@ -115,47 +145,32 @@ def collect_jobs(inputs: Sequence[Path], output: Path, *, recursive: bool) -> li
     return jobs
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2) if not args.quiet else logging.ERROR
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return _run(args)
-    except NstError as exc:
-        print(f"nst-stylize: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a file system error nst did not wrap: still one line, no traceback
-        print(f"nst-stylize: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("nst-stylize: interrupted", file=sys.stderr)
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
+def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, backend: str, device: Device,
+         providers: str | None, contexts: int, cuda_graphs: bool, verify: bool, threads: int | None,
+         tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
+         max_pixels: int | None, jobs: int, progress: bool, quiet: bool) -> int:
     from tqdm import tqdm
 
     from .stylizer import Stylizer
 
-    if args.batch_size < 1 or args.jobs < 1 or args.contexts < 1:
-        raise UsageError("--batch-size, --jobs and --contexts must be >= 1.")
-    device: int | str = "cpu" if args.device.lower() == "cpu" else _int_arg(args.device, "--device")
-    max_pixels = args.max_pixels or None
-    jobs = collect_jobs(args.inputs, args.output, recursive=args.recursive)
-    if not jobs:
-        raise UsageError(f"no images or videos found in {', '.join(map(str, args.inputs))} "
+    job_list = collect_jobs(inputs, output, recursive=recursive)
+    if not job_list:
+        raise UsageError(f"no images or videos found in {', '.join(map(str, inputs))} "
                          f"(looked for {', '.join(sorted(FORMAT_BY_SUFFIX))}, {', '.join(VIDEO_SUFFIXES)}; "
                          "add -r for subfolders).")
-    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    provider_list = [p.strip() for p in providers.split(",")] if providers else None
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
     done = 0
-    with Stylizer.open(args.model, device=device, backend=args.backend, providers=providers, tile=args.tile,
-                       tile_overlap=args.tile_overlap, batch_size=args.batch_size, verify_hash=not args.no_verify,
-                       contexts=args.contexts, cuda_graphs=args.cuda_graphs) as stylizer:
+    # the Stylizer takes "cpu" or a GPU index; "auto" is GPU 0, falling back to the CPU where ONNX Runtime has
+    # no GPU provider
+    where: int | str = "cpu" if device.kind == "cpu" else device.gpu_index
+    with Stylizer.open(model, device=where, backend=backend, providers=provider_list, tile=tile,
+                       tile_overlap=tile_overlap, batch_size=batch_size, verify_hash=verify,
+                       intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs) as stylizer:
         logger.info("model %s on %s", stylizer.path, stylizer.backend)
-        image_jobs = [j for j in jobs if not is_video(j.src)]
-        video_jobs = [j for j in jobs if is_video(j.src)]
+        image_jobs = [j for j in job_list if not is_video(j.src)]
+        video_jobs = [j for j in job_list if is_video(j.src)]
 
         def decode(job: Job) -> tuple[Job, DecodedImage]:
             return job, read_image(job.src, max_pixels=max_pixels, all_frames=True)
@@ -169,17 +184,18 @@ def _run(args: argparse.Namespace) -> int:
             job, dec = item
             if job.exact is not None:
                 dst = job.exact
-                fmt = output_format_for(None, args.format or FORMAT_BY_SUFFIX[dst.suffix.lower()])
+                fmt = output_format_for(None, format_ or FORMAT_BY_SUFFIX[dst.suffix.lower()])
             else:
-                fmt = output_format_for(dec.format, args.format, animated=dec.is_animated)
+                fmt = output_format_for(dec.format, format_, animated=dec.is_animated)
                 dst = job.dst_stem.with_name(job.dst_stem.name + SUFFIX_BY_FORMAT[fmt])
-            return save_image(list(dec.frames), dst, format=fmt, quality=args.quality, durations=dec.durations, loop=dec.loop)
+            return save_image(list(dec.frames), dst, format=fmt, quality=quality, durations=dec.durations,
+                              loop=dec.loop)
 
-        stages = [Stage("decode", decode, args.jobs), Stage("stylize", compute, stylizer.parallel_calls),
-                  Stage("encode", encode, args.jobs)]
+        stages = [Stage("decode", decode, jobs), Stage("stylize", compute, stylizer.parallel_calls),
+                  Stage("encode", encode, jobs)]
         if image_jobs:
-            with tqdm(total=len(image_jobs), unit="img", disable=args.quiet or None, desc="images") as bar:
-                for outcome in run_pipeline(image_jobs, stages, depth=2 * args.jobs + 2):
+            with tqdm(total=len(image_jobs), unit="img", disable=not progress or None, desc="images") as bar:
+                for outcome in run_pipeline(image_jobs, stages, depth=2 * jobs + 2):
                     if outcome.ok:
                         done += 1
                         logger.info("%s -> %s", outcome.item.src, outcome.value)
@@ -189,9 +205,9 @@ def _run(args: argparse.Namespace) -> int:
                             only_error = outcome.error
                     bar.update(1)
         for job in video_jobs:
-            with tqdm(unit="frame", disable=args.quiet or None, desc=job.src.name) as bar:
+            with tqdm(unit="frame", disable=not progress or None, desc=job.src.name) as bar:
                 try:
-                    report = stylize_video(stylizer, job.src, job.dst_stem, batch_size=args.batch_size,
+                    report = stylize_video(stylizer, job.src, job.dst_stem, batch_size=batch_size,
                                            on_frame=lambda _n: bar.update(1))
                     done += 1
                     logger.info("%s -> %s: %d frames, audio %s", job.src, report.path, report.frames, report.audio)
@@ -203,24 +219,17 @@ def _run(args: argparse.Namespace) -> int:
                     failures.append((job.src, _describe(exc)))
                     if isinstance(exc, NstError):
                         only_error = exc
-    if len(jobs) == 1 and len(failures) == 1 and only_error is not None and done == 0:
+    if len(job_list) == 1 and len(failures) == 1 and only_error is not None and done == 0:
         raise only_error  # a single input: its own one-line error and exit code (4 for a bad image)
     if failures:
-        print(f"nst-stylize: {len(failures)} of {len(jobs)} inputs failed:", file=sys.stderr)
+        print(f"nst-stylize: {len(failures)} of {len(job_list)} inputs failed:", file=sys.stderr)
         for src, why in failures:
             print(f"  {why}" if why.startswith(str(src)) else f"  {src}: {why}", file=sys.stderr)
-        raise BatchError(f"{len(failures)} of {len(jobs)} inputs failed or were incomplete (listed above); {done} written to "
-                         f"{args.output}.")
-    if not args.quiet:
-        print(f"nst-stylize: {done} written to {args.output}", file=sys.stderr)
+        raise BatchError(f"{len(failures)} of {len(job_list)} inputs failed or were incomplete (listed above); "
+                         f"{done} written to {output}.")
+    if not quiet:
+        print(f"nst-stylize: {done} written to {output}", file=sys.stderr)
     return 0
-
-
-def _int_arg(text: str, name: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"{name} {text!r}: expected an integer GPU index or 'cpu'.") from None
 
 
 def _describe(exc: BaseException | None) -> str:

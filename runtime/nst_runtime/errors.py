@@ -6,6 +6,32 @@ the runtime importing anything of the others. Messages say what was expected, wh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+#: Every exit code of the nst commands and what it means (the exit_code of the class below, plus the
+#: runner's own). Each command's ``--help`` prints the rows of the codes it can return; docs/robustness.md
+#: shows the same table.
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "another error (a file system error nst did not anticipate)",
+    2: "bad options or arguments (UsageError), e.g. an output that would replace an input",
+    3: "a checkpoint, ONNX file or engine that cannot be used: unreadable, damaged, another kind",
+    4: "an image or video that cannot be read (ImageError)",
+    5: "the parity gate failed: the exported file differs from PyTorch and is not written",
+    6: "a backend, GPU or nst stage that is not installed here; the message names what to install",
+    7: "the VGG-16 loss-network weights are not available",
+    8: "some inputs of a batch failed; the others were written (BatchError)",
+    9: "an output that cannot be written (no permission, disk full); the previous file is kept",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+def exit_code_table(codes: Iterable[int] | None = None, *, indent: str = "  ") -> str:
+    """The rows of :data:`EXIT_CODES` for ``codes`` (all when None), one ``code  meaning`` line each."""
+    chosen = sorted(EXIT_CODES if codes is None else set(codes))
+    width = max(len(str(c)) for c in chosen)
+    return "\n".join(f"{indent}{c:>{width}}  {EXIT_CODES[c]}" for c in chosen)
+
 
 class NstError(Exception):
     """Base of every error nst raises on purpose. Catch this to handle all of them."""

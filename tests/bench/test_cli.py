@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 
-from nst_bench.cli import build_parser, main
+from nst_bench.cli import main
 
 
-def test_help_teaches_with_examples():
-    text = build_parser().format_help()
-    assert "examples:" in text and "nst-bench --quick" in text and "--append" in text
+def test_help_teaches_with_examples(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "nst-bench --quick" in text and "--append" in text and "exit codes:" in text
 
 
 def test_quick_run_on_tiny_sizes(tmp_path, capsys):
     out = tmp_path / "bench"
     rc = main(["--quick", "--device", "cpu", "--backends", "torch,ort,trt,torch-fp16,gatys", "--sizes", "32,40x24",
                "--batch", "1,2", "--reps", "1", "--min-reps", "1", "--warmup", "1", "--gatys-sizes", "16",
-               "--gatys-iterations", "3", "--no-progress", "--out", str(out)])
+               "--gatys-iterations", "3", "--no-progress", "-o", str(out)])
     assert rc == 0
     doc = json.loads((out / "results.json").read_text())
     assert doc["machine"]["cpu_cores"] >= 1 and doc["machine"]["cpu_model"]
@@ -41,5 +42,5 @@ def test_quick_run_on_tiny_sizes(tmp_path, capsys):
 
 
 def test_usage_error_exit_code(tmp_path, capsys):
-    assert main(["--sizes", "nope", "--out", str(tmp_path)]) == 2
+    assert main(["--sizes", "nope", "-o", str(tmp_path)]) == 2
     assert "expected N or WIDTHxHEIGHT" in capsys.readouterr().err

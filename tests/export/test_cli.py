@@ -21,9 +21,7 @@ def _run(argv, capsys):
 def test_help_teaches_with_examples_and_exit_codes(capsys):
     from nst_export.cli import main
 
-    with pytest.raises(SystemExit) as info:
-        main(["--help"])
-    assert info.value.code == 0
+    assert main(["--help"]) == 0
     text = capsys.readouterr().out
     for needle in ("examples:", "nst-export mosaic.pth --fp16", "--onnx-only", "--no-tiling-graph", "exit codes:", "--triton-repo",
                    "--min-shape", "--timing-cache", "--version-compatible", "--builder-opt-level", "--fp32-tol",
@@ -49,7 +47,7 @@ def test_fp16_onnx_only_with_triton_repo(plain_state_dict, tmp_path, capsys):
     from nst_runtime.sidecar import read_sidecar
 
     out_dir, repo = tmp_path / "out", tmp_path / "repo"
-    code, out, err = _run([plain_state_dict, "--fp16", "--onnx-only", "--out-dir", out_dir, "--triton-repo", repo],
+    code, out, err = _run([plain_state_dict, "--fp16", "--onnx-only", "-o", out_dir, "--triton-repo", repo],
                           capsys)
     assert code == 0, err
     names = sorted(p.name for p in out_dir.iterdir())
@@ -78,7 +76,7 @@ def test_without_tensorrt_stops_at_the_engine_with_exit_6(onnx_fp32_path, checkp
     monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", reuse_fixture)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, out, err = _run([checkpoint_path, "--fp16", "--out-dir", out_dir, "--name", "m", "--no-tiling-graph"],
+    code, out, err = _run([checkpoint_path, "--fp16", "-o", out_dir, "--name", "m", "--no-tiling-graph"],
                           capsys)
     assert code == 6
     assert "engine step" in err and "--onnx-only" in err and "Traceback" not in err
@@ -88,7 +86,7 @@ def test_without_tensorrt_stops_at_the_engine_with_exit_6(onnx_fp32_path, checkp
     # a failing FP16 gate: exit 5, the FP16 file is not written
     shutil.rmtree(out_dir)
     out_dir.mkdir()
-    code, _, err = _run([checkpoint_path, "--fp16", "--onnx-only", "--out-dir", out_dir, "--name", "m",
+    code, _, err = _run([checkpoint_path, "--fp16", "--onnx-only", "-o", out_dir, "--name", "m",
                          "--fp16-min-psnr", "300", "--no-tiling-graph"], capsys)
     assert code == 5 and "parity gate" in err
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.onnx", "m.onnx.json"]
@@ -100,7 +98,7 @@ def test_bad_checkpoint_exit_3_one_line_no_files(tmp_path, capsys, content):
     if content is not None:
         ckpt.write_bytes(content)
     out_dir = tmp_path / "out"
-    code, _, err = _run([ckpt, "--fp16", "--out-dir", out_dir], capsys)
+    code, _, err = _run([ckpt, "--fp16", "-o", out_dir], capsys)
     assert code == 3
     lines = err.strip().splitlines()
     assert lines[-1].startswith("nst-export: error:") and "model.pth" in lines[-1]
@@ -117,10 +115,7 @@ def test_bad_checkpoint_exit_3_one_line_no_files(tmp_path, capsys, content):
 def test_bad_options_exit_2(tmp_path, capsys, checkpoint_path, argv, match):
     from nst_export.cli import main
 
-    try:
-        code = main([str(checkpoint_path), "--out-dir", str(tmp_path / "o"), *argv])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
+    code = main([str(checkpoint_path), "-o", str(tmp_path / "o"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and match in err
     assert not (tmp_path / "o").exists()

@@ -1,0 +1,449 @@
+"""The one command-line vocabulary of nst: shared click options, logging set-up, and the command runner.
+
+Every nst command is a click command built from these pieces, so the same thing has the same spelling
+everywhere (``-o/--output``, ``--device auto|cpu|cuda|cuda:N``, ``-q``/``-v``, ``--threads``,
+``--max-pixels``, ``--memory-limit``, ``--no-progress``) and fails the same way: :func:`run_command` turns
+an :class:`NstError` into one line ``PROG: error: MESSAGE`` and the error's exit code (see
+:data:`nst_runtime.errors.EXIT_CODES`).
+
+This module sits at the bottom: it imports click, the standard library and ``nst_runtime`` only, so every
+command answers ``--help`` on a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .devices import DEVICE_HELP, Device, parse_device
+from .errors import EXIT_CODES, BackendUnavailableError, NstError, UsageError, exit_code_table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+#: exit codes every command can return, whatever it does
+COMMON_EXIT_CODES = (0, 1, 2, 6, 130)
+
+
+# ------------------------------------------------------------------------------------------ commands
+class NstCommand(click.Command):
+    """A click command whose epilog (examples) is printed as written, followed by its exit codes.
+
+    ``exit_codes``: the codes this command can return (rows of :data:`EXIT_CODES`, plus the common ones).
+    ``extra``: the pip extra this command's stage needs (``nst[train]``…), named when a module is missing.
+    """
+
+    def __init__(self, *args: Any, exit_codes: Sequence[int] = (), extra: str | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
+        super().__init__(*args, **kwargs)
+        self.exit_codes = tuple(sorted(set(COMMON_EXIT_CODES) | set(exit_codes)))
+        self.extra = extra
+        unknown = [c for c in self.exit_codes if c not in EXIT_CODES]
+        if unknown:
+            raise ValueError(f"exit codes {unknown} are not in nst_runtime.errors.EXIT_CODES")
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click re-wraps epilog paragraphs; examples must keep their lines and indentation.
+        if self.epilog:
+            formatter.write("\n" + self.epilog.rstrip("\n") + "\n")
+        formatter.write("\nexit codes:\n" + exit_code_table(self.exit_codes) + "\n")
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # kept on an exception: the runner names the command that failed, then clears the stack
+        _running.append((ctx.command_path, self.extra))
+        result = super().invoke(ctx)
+        _running.pop()
+        return result
+
+
+def nst_command(name: str | None = None, *, exit_codes: Sequence[int] = (), extra: str | None = None,
+                **kwargs: Any) -> Callable[[Callable[..., Any]], NstCommand]:
+    """``@nst_command("nst-stylize", exit_codes=(3, 4, 8, 9), extra="runtime", help=..., epilog=...)``."""
+    return click.command(name, cls=NstCommand, exit_codes=exit_codes, extra=extra, **kwargs)  # type: ignore[return-value]
+
+
+#: (command path, extra) of the commands running now, innermost last: the prefix of error lines
+_running: list[tuple[str, str | None]] = []
+
+
+class AliasOption(click.Option):
+    """An option whose old spellings (``hidden_aliases``) still parse but are not shown in help or errors."""
+
+    def __init__(self, *args: Any, hidden_aliases: Sequence[str] = (), **kwargs: Any) -> None:
+        decls = list(args[0]) if args else list(kwargs.pop("param_decls", []))
+        super().__init__([*decls, *hidden_aliases], *args[1:], **kwargs)
+        self.hidden_aliases = tuple(hidden_aliases)
+
+    @contextmanager
+    def _shown(self) -> Iterator[None]:
+        opts = self.opts
+        self.opts = [o for o in opts if o not in self.hidden_aliases]
+        try:
+            yield
+        finally:
+            self.opts = opts
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        with self._shown():
+            return super().get_help_record(ctx)
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        with self._shown():
+            return super().get_error_hint(ctx)
+
+
+# ------------------------------------------------------------------------------------------ types
+class DeviceType(click.ParamType):
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` (and ``mps`` for training) → :class:`Device`.
+
+    ``as_text``: return the normalised string instead (``cuda`` stays ``cuda``, not ``cuda:0``: under torchrun
+    plain ``cuda`` means each rank's own GPU), for libraries that take the string.
+    """
+
+    name = "device"
+
+    def __init__(self, *, allow_mps: bool = False, as_text: bool = False) -> None:
+        self.allow_mps = allow_mps
+        self.as_text = as_text
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "auto|cpu|cuda|cuda:N" + ("|mps" if self.allow_mps else "")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Device | str:
+        try:
+            device = parse_device(value, allow_mps=self.allow_mps)
+        except UsageError as exc:
+            self.fail(str(exc).removeprefix("device ").rstrip("."), param, ctx)
+        if not self.as_text:
+            return device
+        return "cuda" if str(value).strip().lower() == "cuda" else str(device)
+
+
+_SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1,
+          "k": 1 << 10, "kib": 1 << 10, "kb": 10**3,
+          "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
+          "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+MEMORY_LIMIT_HELP = ("a size (4G, 512M, 1.5GiB: K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB "
+                     "of 1000) or a share of the memory available now (60%)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parse_memory_limit(text: str | int, *, available: int | None = None) -> int:
+    """``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"2000000"`` (bytes) or ``"60%"`` (of ``available``, default: the
+    memory available now) → bytes. Raises :class:`UsageError` naming the accepted forms."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text <= 0:
+            raise UsageError(f"memory limit {text}: expected a positive number of bytes.")
+        return text
+    raw = str(text).strip()
+    if raw.endswith("%"):
+        try:
+            share = float(raw[:-1])
+        except ValueError:
+            share = math.nan
+        if not 0 < share <= 100:
+            raise UsageError(f"memory limit {raw!r}: a percentage must be above 0 and at most 100.")
+        total = available if available is not None else available_memory()
+        if total is None:
+            raise UsageError(f"memory limit {raw!r}: this system does not report its available memory. "
+                             "Fix: give a size such as 4G.")
+        return max(1, int(total * share / 100))
+    m = _SIZE.match(raw)
+    unit = m.group("unit").lower() if m else None
+    if m is None or unit not in _UNITS:
+        raise UsageError(f"memory limit {raw!r}: expected {MEMORY_LIMIT_HELP}.")
+    value = int(float(m.group("number")) * _UNITS[unit])
+    if value <= 0:
+        raise UsageError(f"memory limit {raw!r}: expected a size above zero.")
+    return value
+
+
+class MemoryLimitType(click.ParamType):
+    name = "size"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SIZE|N%"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_memory_limit(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+# ------------------------------------------------------------------------------------------ options
+def output_option(help: str, *, required: bool = True, default: str | Path | None = None,
+                  old_names: Sequence[str] = ()) -> Callable[[F], F]:
+    """``-o/--output PATH`` (a file or a folder, as ``help`` says). ``old_names`` (``--out``, ``--out-dir``)
+    still parse, hidden, so existing scripts keep working."""
+    # no default=None when there is none: click >= 8.3 would take None as a given value, not a missing one
+    extra: dict[str, Any] = {"default": default, "show_default": True} if default is not None else {}
+    return click.option("-o", "--output", "output", cls=AliasOption, hidden_aliases=tuple(old_names),
+                        type=click.Path(path_type=Path), required=required and default is None, metavar="PATH",
+                        help=help, **extra)
+
+
+def device_option(help: str | None = None, *, default: str = "auto", allow_mps: bool = False,
+                  as_text: bool = False) -> Callable[[F], F]:
+    """``--device auto|cpu|cuda|cuda:N`` (``mps`` too for training) → :class:`Device` (or its string)."""
+    text = help or DEVICE_HELP + (", or mps (Apple GPUs)" if allow_mps else "")
+    return click.option("--device", type=DeviceType(allow_mps=allow_mps, as_text=as_text), default=default,
+                        show_default=True, help=text)
+
+
+def verbosity_options(f: F) -> F:
+    """``-q/--quiet`` (errors only) and ``-v/--verbose`` (repeatable: ``-vv`` is debug)."""
+    f = click.option("-v", "--verbose", count=True, help="more log output (-vv: debug)")(f)
+    return click.option("-q", "--quiet", is_flag=True, help="errors only: no progress, no warnings")(f)
+
+
+def no_progress_option(f: F) -> F:
+    return click.option("--no-progress", is_flag=True, help="no progress bar (log lines only)")(f)
+
+
+def threads_option(help: str = "CPU threads for the network (default: all cores)") -> Callable[[F], F]:
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", help=help)
+
+
+def max_pixels_option(default: int) -> Callable[[F], F]:
+    return click.option("--max-pixels", type=click.IntRange(min=0), default=default, show_default=True,
+                        metavar="N", help="refuse larger images (the decompression-bomb guard; 0: no limit)")
+
+
+def memory_limit_option(help: str | None = None) -> Callable[[F], F]:
+    """``--memory-limit SIZE|N%`` → bytes (None when not given: the library's default budget)."""
+    return click.option("--memory-limit", type=MemoryLimitType(), default=None,
+                        help=help or f"memory budget: {MEMORY_LIMIT_HELP}; larger calls run in tiles")
+
+
+def positive_int(name: str, default: int | None, help: str, **kwargs: Any) -> Callable[[F], F]:
+    """An integer option that must be >= 1 (checked while parsing: exit 2, one line)."""
+    return click.option(name, type=click.IntRange(min=1), default=default, show_default=default is not None,
+                        metavar="N", help=help, **kwargs)
+
+
+def use_only_gpu(index: int) -> None:
+    """Make GPU ``index`` (counted among the visible ones) the only visible GPU, so that TensorRT, torch and the
+    sidecar's GPU name all see it as device 0. Must run before CUDA is initialised in this process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")] if visible else None
+    if ids is not None and index >= len(ids):
+        raise UsageError(f"--device cuda:{index}: only {len(ids)} GPU(s) are visible (CUDA_VISIBLE_DEVICES="
+                         f"{visible}).")
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        if index != 0:
+            logging.getLogger(__name__).warning(
+                "CUDA is already initialised in this process: --device cuda:%d cannot take effect; GPU 0 is used",
+                index)
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[index] if ids is not None else str(index)
+
+
+# ------------------------------------------------------------------------------------------ logging
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, prog: str, fmt: str | None, datefmt: str | None) -> None:
+        super().__init__(fmt, datefmt)
+        self.prog = prog
+        self.plain = fmt is None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.plain:
+            return super().format(record)
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        if record.levelno >= logging.WARNING:  # upper case: never mistaken for the one "error:" line
+            return f"{self.prog}: {record.levelname}: {message}"
+        return f"{self.prog}: {message}"
+
+
+_handler: logging.Handler | None = None
+
+
+def setup_logging(prog: str, *, verbose: int = 0, quiet: bool = False, default: int = logging.WARNING,
+                  fmt: str | None = None, datefmt: str | None = None) -> int:
+    """One stderr handler on the root logger; returns the level.
+
+    ``quiet``: errors only. Otherwise ``default`` (WARNING, or INFO for commands whose log lines are their
+    progress), one step lower per ``-v``. Python warnings (Pillow's, for example) go through logging too, one
+    line each as WARNING records of ``py.warnings``, so ``-q`` hides them. ``fmt`` None: ``PROG: message``.
+    """
+    global _handler
+    level = logging.ERROR if quiet else max(logging.DEBUG, default - 10 * verbose)
+    root = logging.getLogger()
+    if _handler is not None and _handler in root.handlers:
+        root.removeHandler(_handler)
+    _handler = _StderrHandler()
+    _handler.setFormatter(_Formatter(prog, fmt, datefmt))
+    root.addHandler(_handler)
+    root.setLevel(level)
+    # libraries that set up their own handlers would print twice
+    for name in ("nst_runtime", "nst_train", "nst_export", "nst_bench"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    _capture_warnings()
+    return level
+
+
+def teardown_logging() -> None:
+    """Undo :func:`setup_logging` (the runner calls it, so that ``main()`` called in a process leaves no trace)."""
+    global _handler
+    if _handler is not None:
+        logging.getLogger().removeHandler(_handler)
+        _handler = None
+    _release_warnings()
+
+
+_previous_showwarning: Callable[..., Any] | None = None
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """One log line per Python warning (``logging.captureWarnings`` would print the source line too)."""
+    text = " ".join(str(message).split())
+    logging.getLogger("py.warnings").warning("%s (%s)", text, category.__name__)
+
+
+def _capture_warnings() -> None:
+    global _previous_showwarning
+    if warnings.showwarning is not _show_warning:
+        _previous_showwarning = warnings.showwarning
+        warnings.showwarning = _show_warning
+
+
+def _release_warnings() -> None:
+    global _previous_showwarning
+    if warnings.showwarning is _show_warning and _previous_showwarning is not None:
+        warnings.showwarning = _previous_showwarning
+    _previous_showwarning = None
+
+
+# ------------------------------------------------------------------------------------------ the runner
+#: a missing module -> the extra that brings it (None: the running command's own stage extra)
+_EXTRA_FOR_MODULE: dict[str, str | None] = {
+    "torch": None, "safetensors": None, "tqdm": None, "numpy": None, "PIL": None,
+    "onnx": None, "onnxscript": None, "onnxconverter_common": None, "onnxruntime": None, "matplotlib": None,
+    "av": "video", "tritonclient": "triton", "ray": "serve", "openvino": "openvino",
+}
+
+
+def missing_module_error(exc: ModuleNotFoundError, *, prog: str, extra: str | None) -> BackendUnavailableError:
+    """One line naming the missing module and the extra to install (exit 6)."""
+    module = (exc.name or "").split(".")[0] or str(exc)
+    wanted = _EXTRA_FOR_MODULE.get(module, None) or extra
+    fix = f"pip install 'nst[{wanted}]'" if wanted else "reinstall nst"
+    what = f"{prog} needs the {extra} stage" if extra and wanted == extra else f"{prog} needs it here"
+    return BackendUnavailableError(f"the Python package {module!r} is not installed; {what}. Fix: {fix}.")
+
+
+class _NotRaised(click.ClickException):
+    """Stands in for click's NoArgsIsHelpError on click 8.1, which prints the help by itself."""
+
+
+_NoArgsIsHelp: type[click.ClickException] = getattr(click.exceptions, "NoArgsIsHelpError", _NotRaised)
+
+
+def run_command(command: click.Command, argv: Sequence[str] | None = None, *, prog: str) -> int:
+    """Run ``command`` on ``argv`` (default: ``sys.argv[1:]``) and return the exit code; never raises for a
+    user error and never prints a traceback for one.
+
+    - :class:`NstError` → ``PROG: error: MESSAGE``, the error's exit code;
+    - click usage errors (unknown option, bad value) → one line, exit 2;
+    - a missing optional package → one line naming the extra to install, exit 6;
+    - an :class:`OSError` nst did not wrap → one line, exit 1;
+    - Ctrl-C → ``PROG: interrupted``, exit 130.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    _invocation[:] = [prog, *args]
+    try:
+        try:
+            result = command.main(args=args, prog_name=prog, standalone_mode=False)
+        finally:
+            teardown_logging()
+    except _NoArgsIsHelp as exc:  # click >= 8.2: a group called without a subcommand
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors: bad option, missing argument, bad value
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) else prog  # type: ignore[union-attr]
+        hint = f" (see {where} --help)" if isinstance(exc, click.UsageError) else ""
+        _error_line(where, exc.format_message() + hint)
+        return exc.exit_code
+    except NstError as exc:
+        _error_line(_current_prog(prog), str(exc))
+        return exc.exit_code
+    except ModuleNotFoundError as exc:
+        current, extra = _running[-1] if _running else (prog, getattr(command, "extra", None))
+        err = missing_module_error(exc, prog=current, extra=extra)
+        _error_line(current, str(err))
+        return err.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        print(f"{_current_prog(prog)}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a file system error nst did not wrap: still one line, no traceback
+        _error_line(_current_prog(prog), str(exc))
+        return 1
+    finally:
+        _running.clear()
+    if result is None:
+        return 0
+    return int(result)
+
+
+_invocation: list[str] = []
+
+
+def invocation() -> list[str]:
+    """The command line :func:`run_command` is running (program name first), e.g. to print how to resume."""
+    return list(_invocation)
+
+
+def _current_prog(default: str) -> str:
+    return _running[-1][0] if _running else default
+
+
+def _error_line(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
