@@ -306,7 +306,23 @@ def _summary(res: QuickstartResult) -> None:
         _say("  NOTE: a short demo training run; a real style needs hours on a GPU (see docs/train.md).")
     for stage, why in res.fallbacks.items():
         _say(f"  FALLBACK in {stage}: {why}")
+    hint = serve_hint(res)
+    if hint:
+        _say(hint)
     _say(BANNER)
+
+
+def serve_hint(res: QuickstartResult) -> str:
+    """How to serve the demo's model over HTTP (nst-serve), or which extra that needs."""
+    try:
+        model = _best_artifact(res)
+    except NstError:
+        return ""
+    import importlib.util
+
+    have_ray = importlib.util.find_spec("ray") is not None
+    return (f"  serve it over HTTP:        nst-serve {model}   (then open http://127.0.0.1:8000/; "
+            "docs/serving.md)" + ("" if have_ray else "\n                             needs pip install 'nst[serve]'"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -165,3 +165,15 @@ def test_manifest_keeps_the_last_line_per_input_and_verifies_outputs(tmp_path):
     (out / "a.png").unlink()
     assert not verified(entries["in/a.png"], out)
     assert read_manifest(Path(tmp_path / "none.jsonl")) == {}
+
+
+def test_make_demo_ends_with_how_to_serve_its_model(tmp_path, capsys):
+    from nst_bench.quickstart import QuickstartResult, _summary
+
+    res = QuickstartResult(out=tmp_path)
+    res.artifacts = [tmp_path / "export" / "model.onnx", tmp_path / "export" / "model.fp16.onnx"]
+    _summary(res)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("=")
+    hint = next(line for line in lines[-3:] if "nst-serve" in line)  # the last thing said, before the rule
+    assert f"nst-serve {tmp_path / 'export' / 'model.onnx'}" in hint and "http://127.0.0.1:8000/" in hint
