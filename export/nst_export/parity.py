@@ -4,11 +4,23 @@ Both sides produce uint8 NHWC images (the deployment contract), so the numbers a
 the largest absolute difference in uint8 levels, the mean, and the PSNR in dB. Every image is checked, every
 failure is collected, then one :class:`ParityError` lists them all.
 
+Agreement alone is not enough: a network with one NaN weight outputs NaN, which the uint8 cast turns into
+black on *both* sides, and the two then agree perfectly. So the gate also fails
+
+* values that are NaN or Inf **before the uint8 cast**: on the candidate, the graph is run once more with
+  the network's raw output (the input of the clamp/round/transpose/cast tail, found by walking back from the
+  graph output) exposed as an extra output; on a PyTorch reference (:func:`torch_reference`), a hook on the
+  network returns its float output;
+* degenerate outputs: an image of one colour (every channel spanning less than
+  ``ParityTolerance.min_output_range_levels``) for a varied input, or images of a batch that come out
+  identical although their inputs differ.
+
 The tolerances live here and nowhere else (:class:`ParityTolerance`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -41,12 +53,17 @@ class ParityTolerance:
     fp16_min_psnr_db: float = 40.0
     #: optional extra bound for FP16 (None: PSNR only)
     fp16_max_abs_levels: int | None = None
+    #: an output image whose every channel spans fewer levels than this (over the varied test image) is
+    #: degenerate: 2 fails a constant image and one that only flickers by a level
+    min_output_range_levels: int = 2
 
     def __post_init__(self) -> None:
         if self.fp32_max_abs_levels < 0:
             raise ValueError(f"fp32_max_abs_levels must be >= 0, got {self.fp32_max_abs_levels}")
         if not self.fp16_min_psnr_db > 0:
             raise ValueError(f"fp16_min_psnr_db must be > 0 dB, got {self.fp16_min_psnr_db}")
+        if self.min_output_range_levels < 0:
+            raise ValueError(f"min_output_range_levels must be >= 0, got {self.min_output_range_levels}")
 
 
 DEFAULT_TOLERANCE = ParityTolerance()
@@ -61,6 +78,10 @@ class ImageParity:
     psnr_db: float | None
     #: share of pixel channels that differ at all
     differing_fraction: float
+    #: the smallest, over the batch's images, of the widest channel range of the candidate's output
+    output_range_levels: int = 255
+    #: NaN/Inf values before the uint8 cast (candidate + reference); None where neither side's was visible
+    nonfinite_before_cast: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,19 +174,47 @@ def compare_images(candidate: np.ndarray, reference: np.ndarray) -> ImageParity:
     )
 
 
-def torch_reference(net: Any) -> Reference:
-    """A reference function running a TransformerNet through the deploy wrapper in FP32 on CPU."""
-    import torch
+@dataclass(frozen=True)
+class ReferenceOutput:
+    """A reference's output: the uint8 NHWC images and, where the reference can see it, the network's float
+    output before the clamp, round and uint8 cast (any layout; only its finiteness is checked)."""
 
-    from .wrapper import DeployWrapper
+    image: np.ndarray
+    raw: np.ndarray | None = None
 
-    wrapper = DeployWrapper(net).eval().float().cpu()
 
-    def run(x: np.ndarray) -> np.ndarray:
+class TorchReference:
+    """The PyTorch FP32 reference: a TransformerNet through the deploy wrapper on CPU.
+
+    Calling it returns the uint8 images (a plain :data:`Reference`); :meth:`run` also returns the network's float
+    output (captured by a forward hook), which the gate checks for NaN and Inf.
+    """
+
+    def __init__(self, net: Any) -> None:
+        from .wrapper import DeployWrapper
+
+        self.wrapper = DeployWrapper(net).eval().float().cpu()
+        self._raw: np.ndarray | None = None
+        self.wrapper.net.register_forward_hook(self._capture)
+
+    def _capture(self, _module: Any, _inputs: Any, output: Any) -> None:
+        self._raw = output.detach().float().numpy().copy()
+
+    def run(self, x: np.ndarray) -> ReferenceOutput:
+        import torch
+
+        self._raw = None
         with torch.inference_mode():
-            return wrapper(torch.from_numpy(x)).numpy()
+            image = self.wrapper(torch.from_numpy(x)).numpy()
+        return ReferenceOutput(image=image, raw=self._raw)
 
-    return run
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x).image
+
+
+def torch_reference(net: Any) -> TorchReference:
+    """A reference running a TransformerNet through the deploy wrapper in FP32 on CPU (see :class:`TorchReference`)."""
+    return TorchReference(net)
 
 
 def onnx_reference(onnx_path: str | os.PathLike[str]) -> Reference:
@@ -175,12 +224,75 @@ def onnx_reference(onnx_path: str | os.PathLike[str]) -> Reference:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def _cpu_session(onnx_path: str | os.PathLike[str]) -> Any:
+def _cpu_session(onnx_path: str | os.PathLike[str] | bytes) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # the FP16 graph on CPU logs a warning per inserted cast; not our problem
-    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    source = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+#: single-data-input ops of the deployment tail (crop, clamp, round, layout, cast) the raw output passes through
+_TAIL_OPS = frozenset({"Cast", "Clip", "Round", "Transpose", "Slice", "Identity", "Floor", "Ceil", "Reshape"})
+
+
+def raw_output_session(onnx_path: str | os.PathLike[str]) -> tuple[Any, str] | None:
+    """An ONNX Runtime session of ``onnx_path`` with one more output: the network's raw float output, the
+    tensor that enters the graph's clamp/round/transpose/cast tail. Returns (session, that tensor's name), or
+    None where the graph has no such tail or the tensor's type is unknown."""
+    import onnx
+
+    model = onnx.load(os.fspath(onnx_path))
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    name = graph.output[0].name
+    node = producer.get(name)
+    if node is None or node.op_type not in _TAIL_OPS:
+        return None
+    while node is not None and node.op_type in _TAIL_OPS:
+        name = node.input[0]
+        node = producer.get(name)
+    if node is None:  # the tail reaches the graph input: no network in between
+        return None
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in graph.value_info}
+    if name not in types:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.value_info}
+    if not types.get(name):
+        log.debug("parity: no type for %s; the candidate's values before the cast are not checked", name)
+        return None
+    graph.output.append(onnx.helper.make_tensor_value_info(name, types[name], None))
+    return _cpu_session(model.SerializeToString()), name
+
+
+def _run_reference(reference: Reference, x: np.ndarray) -> ReferenceOutput:
+    run = getattr(reference, "run", None)
+    if callable(run):
+        out = run(x)
+        if isinstance(out, ReferenceOutput):
+            return out
+    return ReferenceOutput(image=reference(x))
+
+
+def _degenerate(images: np.ndarray, inputs: np.ndarray, min_range: int) -> tuple[int, list[str]]:
+    """(the smallest widest-channel range over the images, the problems found)."""
+    flat = images.reshape(images.shape[0], -1, images.shape[-1]).astype(np.int16)
+    ranges = (flat.max(axis=1) - flat.min(axis=1)).max(axis=1)  # per image: its widest channel
+    problems = [f"image {i} is flat (every channel spans {int(r)} level(s), need >= {min_range}) for a varied "
+                "input" for i, r in enumerate(ranges) if r < min_range]
+    for i in range(1, len(images)):
+        if np.array_equal(images[i], images[0]) and not np.array_equal(inputs[i], inputs[0]):
+            problems.append(f"images 0 and {i} come out identical although their inputs differ")
+            break
+    return int(ranges.min()), problems
+
+
+def _raw_candidate(raw_session: tuple[Any, str] | None, input_name: str, batch: np.ndarray) -> np.ndarray | None:
+    if raw_session is None:
+        return None
+    session, name = raw_session
+    return session.run([name], {input_name: batch})[0]
 
 
 def check_parity(onnx_path: str | os.PathLike[str], reference: Reference, *, precision: str,
@@ -196,14 +308,30 @@ def check_parity(onnx_path: str | os.PathLike[str], reference: Reference, *, pre
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
     session = _cpu_session(onnx_path)
     input_name = session.get_inputs()[0].name
+    raw_session = raw_output_session(onnx_path)
     results, failures = [], []
     for batch in parity_images(shapes):
         out = session.run(None, {input_name: batch})[0]
-        r = compare_images(out, reference(batch))
-        results.append(r)
+        ref = _run_reference(reference, batch)
+        r = compare_images(out, ref.image)
         shape = "x".join(map(str, r.shape[:3]))
+        nonfinite: int | None = None
+        for side, raw in (("the exported graph", _raw_candidate(raw_session, input_name, batch)),
+                          (f"the reference ({reference_name})", ref.raw)):
+            if raw is None:
+                continue
+            bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+            nonfinite = (nonfinite or 0) + bad
+            if bad:
+                failures.append(f"{shape}: {side} outputs {bad} NaN/Inf values of {raw.size} before the uint8 cast "
+                                "(non-finite weights or an overflow; the cast hides them as black)")
+        out_range, problems = _degenerate(out, batch, tolerance.min_output_range_levels)
+        failures += [f"{shape}: degenerate output: {p}" for p in problems]
+        r = dataclasses.replace(r, output_range_levels=out_range, nonfinite_before_cast=nonfinite)
+        results.append(r)
         psnr = "inf" if r.psnr_db is None else f"{r.psnr_db:.2f}"
-        log.debug("parity %s %s: max %d levels, PSNR %s dB", precision, shape, r.max_abs_levels, psnr)
+        log.debug("parity %s %s: max %d levels, PSNR %s dB, output range %d, non-finite before cast %s",
+                  precision, shape, r.max_abs_levels, psnr, out_range, nonfinite)
         if precision == "fp32" and r.max_abs_levels > tolerance.fp32_max_abs_levels:
             failures.append(f"{shape}: max |diff| {r.max_abs_levels} levels > {tolerance.fp32_max_abs_levels} "
                             f"(PSNR {psnr} dB)")
@@ -218,6 +346,12 @@ def check_parity(onnx_path: str | os.PathLike[str], reference: Reference, *, pre
                           tolerance=asdict(tolerance), failures=tuple(failures))
     if failures and raise_on_failure:
         what = label or os.fspath(onnx_path)
+        if any("before the uint8 cast" in f or "degenerate output" in f for f in failures):
+            raise ParityError(
+                f"{what} ({precision}) failed the parity gate: its output is broken, whatever the reference says: "
+                + "; ".join(failures) + ". Nothing was written. The network is not fit to ship: export an earlier "
+                "checkpoint, or retrain (lower --lr; the training stops by itself when its weights stop being "
+                "finite).")
         fix = ("--fp32-tol / ParityTolerance.fp32_max_abs_levels" if precision == "fp32"
                else "--fp16-min-psnr / ParityTolerance.fp16_min_psnr_db")
         raise ParityError(

@@ -1,8 +1,9 @@
-"""The Gatys et al. 2016 baseline: optimise the pixels of one image against the VGG-16 perceptual losses.
+"""The Gatys et al. 2016 baseline: optimise the pixels of one image against VGG perceptual losses.
 
-It uses the very losses the TransformerNet is trained with (:mod:`nst_train.losses`), which is the comparison
-Johnson et al. make in their Table 1: per image, the optimisation needs hundreds of VGG forward and backward
-passes where the feed-forward network needs one pass of its own.
+Two recipes (:mod:`nst_train.recipes`): ``johnson2016-baseline`` uses the very losses the TransformerNet is
+trained with (VGG-16), which is the comparison Johnson et al. make in their Table 1: per image, the
+optimisation needs hundreds of VGG forward and backward passes where the feed-forward network needs one pass
+of its own. ``gatys2016`` is the paper's objective on VGG-19 with jcjohnson/neural-style's weights.
 
 **One iteration is one forward and one backward pass through VGG-16** (one evaluation of the loss and its
 gradient). For L-BFGS that is one ``optimizer.step`` with ``max_iter=1`` and no line search: torch's
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +30,13 @@ from nst_runtime.errors import UsageError
 from tqdm.auto import tqdm
 
 from .losses import LossWeights, gram_matrix, perceptual_loss
-from .vgg import VGG16Features
+from .recipes import GatysSettings
+from .vgg import VGGFeatures, load_vgg
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LR", "GATYS_WEIGHTS", "GatysResult", "IterationRecord", "gatys_stylize"]
+__all__ = ["DEFAULT_LR", "GATYS_WEIGHTS", "GatysResult", "IterationRecord", "gatys_stylize", "load_gatys_images",
+           "load_gatys_vgg"]
 
 #: The training objective (content 1e5 at relu2_2, style 1e10 over relu1_2..relu4_3, Grams normalised by
 #: C*H*W, inputs in [0, 255]) so the baseline optimises exactly what the TransformerNet minimises (Johnson et
@@ -75,14 +79,14 @@ def _check_image(name: str, t: torch.Tensor) -> None:
     if not t.is_floating_point():
         raise UsageError(f"{name}: expected a float tensor in [0, 255], got dtype {t.dtype}; call .float().")
     if min(t.shape[-2:]) < 16:
-        raise UsageError(f"{name}: {tuple(t.shape[-2:])} is too small for VGG-16 up to relu4_3 (needs >= 16 px).")
+        raise UsageError(f"{name}: {tuple(t.shape[-2:])} is too small for the VGG loss network (needs >= 16 px).")
 
 
 def gatys_stylize(
     content: torch.Tensor,
     style: torch.Tensor,
     *,
-    vgg: VGG16Features,
+    vgg: VGGFeatures,
     iterations: int = 300,
     optimizer: Literal["lbfgs", "adam"] = "lbfgs",
     init: Literal["content", "noise"] = "content",
@@ -91,6 +95,7 @@ def gatys_stylize(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[IterationRecord], None] | None = None,
+    lbfgs_history: int = 100,
 ) -> GatysResult:
     """Stylise ``content`` (1x3xHxW, [0, 255]) after ``style`` (any size) by optimising its pixels.
 
@@ -132,7 +137,7 @@ def gatys_stylize(
     layers = weights.layers
 
     if optimizer == "lbfgs":
-        opt: torch.optim.Optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=1, history_size=100,
+        opt: torch.optim.Optimizer = torch.optim.LBFGS([image], lr=lr, max_iter=1, history_size=lbfgs_history,
                                                        tolerance_grad=0.0, tolerance_change=0.0)
     else:
         opt = torch.optim.Adam([image], lr=lr)
@@ -172,3 +177,23 @@ def gatys_stylize(
     result = image.detach().clamp(0.0, 255.0)
     sync()
     return GatysResult(image=result, history=history, seconds=time.perf_counter() - start)
+
+
+def load_gatys_vgg(settings: GatysSettings, *, device: torch.device | str = "cpu") -> VGGFeatures:
+    """The loss network of a Gatys recipe, built only as deep as its deepest layer."""
+    return load_vgg(settings.vgg_arch, settings.vgg_weights, preprocessing=settings.vgg_preprocessing,  # type: ignore[arg-type]
+                    last_layer=settings.deepest_layer, device=device)
+
+
+def load_gatys_images(content: str | os.PathLike[str], style: str | os.PathLike[str], settings: GatysSettings, *,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The content and style images as 1x3xHxW [0, 255] tensors, sized as the recipe says: ``image_size``
+    pixels on the ``size_side`` (``shorter``: nst's resampling; ``longer``: bilinear, as neural-style's
+    ``image.scale``), 0 for the file's size; the style at ``style_size`` (default: the same)."""
+    from .imageio import load_image_tensor
+
+    fit = "shorter-side" if settings.size_side == "shorter" else "longer-side"
+    size = settings.image_size or None
+    style_size = settings.style_size or size
+    return (load_image_tensor(content, size=size, fit=fit, device=device),
+            load_image_tensor(style, size=style_size, fit=fit, device=device))
