@@ -116,7 +116,7 @@ def engine_from_onnx(
     timing_cache: str | os.PathLike[str] | None = None,
     optimization_level: int = DEFAULT_OPTIMIZATION_LEVEL,
     version_compatible: bool = False,
-    exclude_lean_runtime: bool | None = None,
+    exclude_lean_runtime: bool = False,
     workspace_bytes: int | None = None,
 ) -> Path:
     """Build a TensorRT engine from an nst ONNX file and write it (atomically) with its sidecar.
@@ -124,9 +124,11 @@ def engine_from_onnx(
     ``profile``: the input's min/opt/max (N, H, W). ``timing_cache``: a file to load tactic timings from (if
     it exists) and to save them to afterwards, which makes rebuilds much faster. ``optimization_level``:
     ``builder_optimization_level`` (0..5; higher builds longer and may run faster). ``version_compatible``:
-    the plan runs on later TensorRT versions of the same major version and on ``tensorrt_lean``;
-    ``exclude_lean_runtime`` (default: same as ``version_compatible``) leaves the lean runtime out of the plan
-    (smaller file; the host supplies it). Precision is whatever the ONNX file holds (strongly typed network).
+    the plan embeds TensorRT's lean runtime and runs on the same or any later TensorRT release of the same major
+    version (the runtime must then allow host code: ``--allow-engine-host-code``). ``exclude_lean_runtime``
+    (only with ``version_compatible``) leaves the lean runtime out: a smaller plan that runs *only* with the
+    lean runtime of the very TensorRT version that built it, so it does not survive an upgrade; off by
+    default. Precision is whatever the ONNX file holds (strongly typed network).
 
     Raises :class:`BackendUnavailableError` (no tensorrt / no GPU), :class:`ModelFileError` (parser errors,
     listed one by one; build failure), :class:`UsageError` (bad profile or options).
@@ -138,8 +140,6 @@ def engine_from_onnx(
     profile = validate_profile(profile)
     if not 0 <= optimization_level <= 5:
         raise UsageError(f"builder optimization level {optimization_level}: expected 0..5 (TensorRT's default 3).")
-    if exclude_lean_runtime is None:
-        exclude_lean_runtime = version_compatible
     if exclude_lean_runtime and not version_compatible:
         raise UsageError("excluding the lean runtime only applies to version-compatible engines; add "
                          "--version-compatible.")
@@ -206,6 +206,14 @@ def engine_from_onnx(
             "above). Common fixes: a smaller --max-shape (GPU memory), or --builder-opt-level 3."
         )
     log.info("engine built in %.1f s", build_time)
+    if version_compatible and exclude_lean_runtime:
+        log.info("version-compatible plan without its lean runtime: it runs only with TensorRT %s's lean "
+                 "runtime (not after an upgrade)", trt.__version__)
+    elif version_compatible:
+        log.info("version-compatible plan with the lean runtime embedded: runs on TensorRT %s.x from %s on; "
+                 "loading it runs that embedded code (nst-stylize --allow-engine-host-code; Triton: "
+                 "--backend-config=tensorrt,version-compatible=true)", trt.__version__.split(".")[0],
+                 trt.__version__)
 
     if cache_path is not None:
         with atomic_write(cache_path) as f:

@@ -10,6 +10,10 @@ The config is written in protobuf text format for ``inference.ModelConfig`` (Tri
 uint8 tensors ``[-1, -1, 3]`` (height and width dynamic; the batch dimension is implicit because
 ``max_batch_size`` > 0), an instance group and dynamic batching. Dynamic batching only merges requests of
 the same height and width (Triton concatenates along the batch axis), which suits video streams of one size.
+
+Version-compatible engines (``nst-export --version-compatible``) load in Triton's TensorRT backend only when the
+server is started with ``--backend-config=tensorrt,version-compatible=true`` (Triton's TensorRT backend
+documentation): the writer says so at the top of ``config.pbtxt`` and in a warning when it writes the model.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from .wrapper import INPUT_NAME, OUTPUT_NAME
 log = logging.getLogger(__name__)
 
 PLATFORMS = {"tensorrt": ("tensorrt_plan", "model.plan"), "onnx": ("onnxruntime_onnx", "model.onnx")}
+#: the tritonserver option without which Triton refuses a version-compatible plan
+VERSION_COMPATIBLE_FLAG = "--backend-config=tensorrt,version-compatible=true"
 
 
 @dataclass(frozen=True)
@@ -40,15 +46,21 @@ class TritonOptions:
     version: int = 1
 
 
-def config_pbtxt(name: str, *, platform: str, options: TritonOptions) -> str:
-    """The text of ``config.pbtxt``."""
+def config_pbtxt(name: str, *, platform: str, options: TritonOptions, version_compatible: bool = False) -> str:
+    """The text of ``config.pbtxt`` (with a comment naming the server option a version-compatible plan needs)."""
+    header = ""
+    if version_compatible:
+        header = ("# This TensorRT plan is version-compatible (built with VERSION_COMPATIBLE). Triton loads it only\n"
+                  f"# when tritonserver runs with {VERSION_COMPATIBLE_FLAG}\n"
+                  "# (that lets the backend run the lean runtime embedded in the plan: trust its source).\n")
     batching = ""
     if options.max_batch_size > 1:
         batching = ("dynamic_batching {\n"
                     f"  max_queue_delay_microseconds: {options.max_queue_delay_microseconds}\n"
                     "}\n")
     return (
-        f'name: "{name}"\n'
+        header
+        + f'name: "{name}"\n'
         f'platform: "{platform}"\n'
         f"max_batch_size: {options.max_batch_size}\n"
         "input [\n"
@@ -124,6 +136,10 @@ def triton_repo_from_artifact(
         raise ModelFileError(f"cannot copy {artifact} into the Triton repository {version_dir}: {exc}.") from exc
     config = model_dir / "config.pbtxt"
     with atomic_write(config, "w") as f:
-        f.write(config_pbtxt(name, platform=platform, options=options))
+        f.write(config_pbtxt(name, platform=platform, options=options,
+                             version_compatible=meta.kind == "tensorrt" and meta.version_compatible))
     log.info("Triton model %s: %s + %s", name, config, target)
+    if meta.kind == "tensorrt" and meta.version_compatible:
+        log.warning("Triton model %s is a version-compatible TensorRT plan: start tritonserver with %s, or "
+                    "Triton will refuse to load it", name, VERSION_COMPATIBLE_FLAG)
     return config

@@ -282,10 +282,14 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 
 def check_tensorrt_version(path: Path, meta: Sidecar, installed: str) -> None:
-    """Refuse an engine the installed TensorRT cannot deserialize.
+    """Refuse an engine the installed TensorRT cannot deserialize, by TensorRT's own rules.
 
-    A plain engine needs the same major.minor.patch it was built with. A version-compatible engine (built
-    for ``tensorrt_lean``) runs on the same major version, the build's or a newer one.
+    * a plain engine: exactly the TensorRT (major.minor.patch) that built it;
+    * a version-compatible engine that embeds the lean runtime (``VERSION_COMPATIBLE`` alone, nst's default
+      for ``--version-compatible``): the same major version, the build's release or a newer one;
+    * a version-compatible engine built with ``EXCLUDE_LEAN_RUNTIME``: only a lean runtime of the very
+      version that built it (TensorRT's ``Runtime.load_runtime``: "built with the same version of TensorRT
+      as the loaded runtime library"; trtexec ``--excludeLeanRuntime``), so exactly that version here too.
     """
     if not meta.tensorrt_version:
         raise ModelFileError(
@@ -293,17 +297,58 @@ def check_tensorrt_version(path: Path, meta: Sidecar, installed: str) -> None:
             + fallback_hint(path)
         )
     built, have = parse_version(meta.tensorrt_version), parse_version(installed)
-    if meta.version_compatible:
+    exact = f"exactly TensorRT {'.'.join(map(str, built[:3]))}"
+    if meta.version_compatible and not meta.exclude_lean_runtime:
         ok = bool(built) and bool(have) and built[0] == have[0] and have >= built
-        rule = f"TensorRT {built[0] if built else '?'}.x at least {meta.tensorrt_version}"
+        rule = f"TensorRT {built[0] if built else '?'}.x, {meta.tensorrt_version} or newer"
+        kind = " (version-compatible, lean runtime embedded)"
+        fix = "Fix: install a TensorRT of that range, or rebuild the engine here (nst-export …)."
+    elif meta.version_compatible:
+        ok = len(built) >= 3 and built[:3] == have[:3]
+        rule = f"{exact}: it was built without its lean runtime (--exclude-lean-runtime)"
+        kind = " (version-compatible, lean runtime excluded)"
+        fix = ("Fix: install that TensorRT version (or its tensorrt-lean), or rebuild the engine with "
+               "--version-compatible alone, which embeds the lean runtime and runs on later releases.")
     else:
-        ok = built[:3] == have[:3]
-        rule = f"exactly TensorRT {'.'.join(map(str, built[:3]))}"
+        ok = len(built) >= 3 and built[:3] == have[:3]
+        rule, kind = exact, ""
+        fix = "Fix: rebuild the engine here (nst-export …), or build it with --version-compatible."
     if not ok:
         raise BackendUnavailableError(
-            f"{path}: built with TensorRT {meta.tensorrt_version}"
-            f"{' (version-compatible)' if meta.version_compatible else ''}; this machine has {installed}, and "
-            f"the engine needs {rule}. Fix: rebuild the engine here (nst-export engine …)." + fallback_hint(path)
+            f"{path}: built with TensorRT {meta.tensorrt_version}{kind}; this machine has {installed}, and the "
+            f"engine needs {rule}. {fix}" + fallback_hint(path)
+        )
+
+
+def engine_needs_host_code(path: Path, meta: Sidecar, *, allow_engine_host_code: bool) -> bool:
+    """Whether deserializing this engine runs code from the file on the host, refused unless allowed.
+
+    A version-compatible plan that embeds TensorRT's lean runtime carries that runtime as host code, and
+    TensorRT loads it only when ``IRuntime.engine_host_code_allowed`` is set. The sidecar's hash is a checksum
+    the supplier chose, not a signature, so only the caller can decide to trust such a file:
+    ``allow_engine_host_code=True`` (``--allow-engine-host-code``). Plans without it (plain, or built with
+    ``EXCLUDE_LEAN_RUNTIME``) are deserialized with host code disallowed.
+    """
+    needs = meta.version_compatible and not meta.exclude_lean_runtime
+    if needs and not allow_engine_host_code:
+        raise ModelFileError(
+            f"{path}: this version-compatible engine embeds TensorRT's lean runtime, i.e. executable code that "
+            "runs on this machine when the file is loaded, and nst does not run code from a model file without "
+            "being told to. Fix: if you trust where the file came from, pass --allow-engine-host-code "
+            "(Stylizer.open(..., allow_engine_host_code=True)); or rebuild it without --version-compatible."
+            + fallback_hint(path)
+        )
+    return needs
+
+
+def check_engine_hash_present(path: Path, meta: Sidecar, *, verify_hash: bool) -> None:
+    """Engines are executable artifacts: one whose sidecar holds no hash is not deserialized unverified."""
+    if verify_hash and not meta.artifact_sha256:
+        raise ModelFileError(
+            f"{path}: the sidecar holds no artifact_sha256, so the engine cannot be verified, and a TensorRT "
+            "engine is deserialized into native code paths. Fix: re-export it with nst-export (which records "
+            "the hash), or, if you trust the file, pass --no-verify (Stylizer.open(..., verify_hash=False))."
+            + fallback_hint(path)
         )
 
 

@@ -1,7 +1,19 @@
 """ONNX Runtime backend: a loader (``SessionFromOnnx``) and a runner (``OnnxRuntimeRunner``).
 
-Providers are tried TensorRT → CUDA → CPU, keeping those this onnxruntime build has. ``InferenceSession.run``
-is thread-safe, so one session serves every thread.
+Providers (:func:`select_providers`): CUDA → CPU by default, keeping those this onnxruntime build has.
+
+* TensorRT's execution provider only when asked for (``providers=["TensorrtExecutionProvider", ...]``): it
+  builds an engine inside ``run`` and rebuilds whenever an input falls outside the shapes it has built for
+  (calls of 40-100 s are reported in onnxruntime's issue tracker), so it always gets an explicit optimization
+  profile, from the tile limits (:func:`tensorrt_ep_profile`; the Stylizer tiles anything larger), and an
+  engine cache folder, so a process builds each engine once and later processes not at all.
+* CUDA's ``cudnn_conv_algo_search`` is ``HEURISTIC`` by default instead of ONNX Runtime's ``EXHAUSTIVE``,
+  which benchmarks every convolution again for every new input shape (634 ms per new shape against 1.9 ms in
+  one report) while images, tiles and video sizes vary; ``EXHAUSTIVE`` stays available for fixed sizes.
+* ``device`` speaks the shared vocabulary (:mod:`nst_runtime.devices`): ``auto`` (GPU providers when the
+  build has them, else the CPU), ``cpu``, ``cuda``/``cuda:N`` (a GPU provider is required), or an int N.
+
+``InferenceSession.run`` is thread-safe, so one session serves every thread.
 """
 
 from __future__ import annotations
@@ -15,35 +27,110 @@ from typing import Any
 import numpy as np
 
 from ._lazy import import_optional
+from .devices import Device, parse_device
 from .errors import BackendUnavailableError, ModelFileError, UsageError
-from .sidecar import Sidecar
+from .sidecar import ShapeProfile, Sidecar
 
 logger = logging.getLogger(__name__)
 
-PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: default order when no providers are named: TensorRT's provider is never picked silently
+PREFERENCE = ("CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
-Device = int | str
+CUDNN_CONV_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+DEFAULT_CUDNN_CONV_ALGO_SEARCH = "HEURISTIC"
+#: largest square side of one call on TensorRT's provider when no tile size is given (1080p either way up)
+DEFAULT_TRT_EP_TILE = 2048
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
 
 def _ort() -> Any:
-    return import_optional("onnxruntime", purpose="the ONNX Runtime backend",
-                           install="pip install 'nst[runtime]' (or onnxruntime-gpu for CUDA)")
+    ort = import_optional("onnxruntime", purpose="the ONNX Runtime backend",
+                          install="pip install 'nst[runtime]' (or onnxruntime-gpu for CUDA)")
+    global _ort_quiet
+    if not _ort_quiet:
+        # ONNX Runtime's own (coloured, multi-line) warnings would reach stderr raw, even under -q: keep its
+        # errors only; nst reports what went wrong in its own one-line messages
+        ort.set_default_logger_severity(3)
+        _ort_quiet = True
+    return ort
+
+
+_ort_quiet = False
+
+
+def default_tensorrt_cache_dir() -> Path:
+    """Where TensorRT's provider keeps the engines it builds: ``$XDG_CACHE_HOME/nst/onnxruntime-tensorrt``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nst" / "onnxruntime-tensorrt"
+
+
+def tensorrt_ep_profile(*, tile: int | None, batch_size: int = 1, min_size: int = 8) -> ShapeProfile:
+    """The optimization profile TensorRT's provider builds for: any image from ``min_size`` up to the tile
+    limit (``tile``, else :data:`DEFAULT_TRT_EP_TILE`) on each side, up to ``batch_size`` images; tuned for
+    the largest single tile, the size most calls of a tiled image have."""
+    side = tile if tile is not None else DEFAULT_TRT_EP_TILE
+    if side < min_size or batch_size < 1:
+        raise UsageError(f"TensorRT provider profile: tile {side} must be >= {min_size} and batch >= 1.")
+    return ShapeProfile(min=(1, min_size, min_size), opt=(1, side, side), max=(batch_size, side, side))
+
+
+def _shapes(input_name: str, shape: tuple[int, int, int]) -> str:
+    return f"{input_name}:{shape[0]}x{shape[1]}x{shape[2]}x3"
+
+
+def provider_options(
+    name: str, *, device_id: int, cudnn_conv_algo_search: str = DEFAULT_CUDNN_CONV_ALGO_SEARCH,
+    tensorrt_profile: ShapeProfile | None = None, tensorrt_cache_dir: str | os.PathLike[str] | None = None,
+    input_name: str = "input",
+) -> dict[str, Any]:
+    """The provider options nst sets for a GPU provider (ONNX Runtime's documented option names)."""
+    if name == "CUDAExecutionProvider":
+        return {"device_id": device_id, "cudnn_conv_algo_search": cudnn_conv_algo_search}
+    if name == "TensorrtExecutionProvider":
+        profile = tensorrt_profile or tensorrt_ep_profile(tile=None)
+        cache = Path(tensorrt_cache_dir) if tensorrt_cache_dir is not None else default_tensorrt_cache_dir()
+        return {
+            "device_id": device_id,
+            "trt_profile_min_shapes": _shapes(input_name, profile.min),
+            "trt_profile_opt_shapes": _shapes(input_name, profile.opt),
+            "trt_profile_max_shapes": _shapes(input_name, profile.max),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(cache),
+        }
+    return {}
 
 
 def select_providers(
-    available: Sequence[str], *, device: Device = 0, requested: Sequence[str] | None = None
+    available: Sequence[str],
+    *,
+    device: Device | int | str | None = "auto",
+    requested: Sequence[str] | None = None,
+    cudnn_conv_algo_search: str = DEFAULT_CUDNN_CONV_ALGO_SEARCH,
+    tensorrt_profile: ShapeProfile | None = None,
+    tensorrt_cache_dir: str | os.PathLike[str] | None = None,
+    input_name: str = "input",
+    gpu_required: bool = True,
 ) -> list[ProviderSpec]:
-    """Providers to use, best first, with the device id set on the GPU ones.
+    """Providers to use, best first, with nst's options on the GPU ones.
 
-    ``device="cpu"`` keeps only the CPU provider. ``requested`` names providers explicitly (each must be
-    available); otherwise TensorRT → CUDA → CPU, keeping the available ones.
+    ``device``: ``"auto"`` uses the GPU providers this build has, else the CPU; ``"cpu"`` only the CPU;
+    ``"cuda"``/``"cuda:N"`` (or an int N) needs a GPU provider (:class:`BackendUnavailableError` with the fix
+    otherwise, unless ``gpu_required=False``, which falls back to the CPU). ``requested``: providers named
+    explicitly (each must be available; the only way to get TensorRT's provider); otherwise CUDA → CPU.
+    ``cudnn_conv_algo_search``: CUDA's convolution algorithm search (HEURISTIC, EXHAUSTIVE or DEFAULT).
+    ``tensorrt_profile`` / ``tensorrt_cache_dir``: TensorRT's provider's optimization profile and engine cache.
+    The CPU provider is always last, as the fallback for anything a GPU provider does not take.
     """
-    if isinstance(device, str) and device.lower() != "cpu":
-        raise UsageError(f"device {device!r}: expected a GPU index (0, 1, …) or 'cpu'.")
-    if isinstance(device, int) and device < 0:
-        raise UsageError(f"device {device}: expected a GPU index >= 0 or 'cpu'.")
+    algo = str(cudnn_conv_algo_search).upper()
+    if algo not in CUDNN_CONV_ALGO_SEARCH:
+        raise UsageError(f"cudnn_conv_algo_search {cudnn_conv_algo_search!r}: expected one of "
+                         f"{', '.join(CUDNN_CONV_ALGO_SEARCH)} (HEURISTIC unless every input has one size).")
+    dev = parse_device(device)
+    if dev.kind not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"device {dev}: ONNX Runtime runs on cpu or cuda.")
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
@@ -51,14 +138,39 @@ def select_providers(
                 f"ONNX Runtime providers {missing} are not in this onnxruntime build (it has "
                 f"{list(available)}). Fix: install onnxruntime-gpu for CUDA/TensorRT, or drop --providers."
             )
-        names = list(requested)
+        names = list(dict.fromkeys(requested))
     else:
         names = [p for p in PREFERENCE if p in available]
-    if device == "cpu" or isinstance(device, str):
+    if dev.kind == "cpu":
+        dropped = [p for p in names if p in GPU_PROVIDERS]
+        if dropped and requested:
+            logger.info("device cpu: not using %s", ", ".join(dropped))
         names = [p for p in names if p not in GPU_PROVIDERS]
+    elif dev.kind == "cuda" and not any(p in GPU_PROVIDERS for p in names):
+        if gpu_required:
+            raise BackendUnavailableError(
+                f"device {dev} needs ONNX Runtime's CUDA (or TensorRT) provider, and this onnxruntime build has "
+                f"only {list(available)}. Fix: pip install onnxruntime-gpu (with a CUDA driver on this machine), "
+                "or pass --device cpu (or auto, which uses a GPU only where one is usable)."
+            )
+        logger.info("device %s: no GPU provider in this onnxruntime build; using the CPU", dev)
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
-    return [(p, {"device_id": int(device)}) if p in GPU_PROVIDERS else p for p in names]
+    if "TensorrtExecutionProvider" in names and tensorrt_profile is None:
+        tensorrt_profile = tensorrt_ep_profile(tile=None)
+    chosen: list[ProviderSpec] = []
+    for p in names:
+        if p in GPU_PROVIDERS:
+            chosen.append((p, provider_options(p, device_id=dev.gpu_index, cudnn_conv_algo_search=algo,
+                                               tensorrt_profile=tensorrt_profile,
+                                               tensorrt_cache_dir=tensorrt_cache_dir, input_name=input_name)))
+        else:
+            chosen.append(p)
+    return chosen
+
+
+def provider_names(providers: Sequence[ProviderSpec]) -> list[str]:
+    return [p[0] if isinstance(p, tuple) else p for p in providers]
 
 
 class SessionFromOnnx:
@@ -81,6 +193,14 @@ class SessionFromOnnx:
         opts.log_severity_level = 3
         if self.intra_op_threads:
             opts.intra_op_num_threads = self.intra_op_threads
+        for p in self.providers:
+            cache = p[1].get("trt_engine_cache_path") if isinstance(p, tuple) else None
+            if cache:
+                try:
+                    Path(cache).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UsageError(f"TensorRT provider engine cache {cache}: cannot create it "
+                                     f"({exc.strerror or exc}). Fix: pass a writable tensorrt_cache_dir.") from None
         try:
             return ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, …)
@@ -95,12 +215,14 @@ class OnnxRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, load_session: SessionFromOnnx, *, sidecar: Sidecar) -> None:
+    def __init__(self, load_session: SessionFromOnnx, *, sidecar: Sidecar,
+                 max_shape: tuple[int, int, int] | None = None) -> None:
         self._load = load_session
         self.sidecar = sidecar
         self._session: Any = None
-        #: largest (N, H, W) one call takes; None: no limit but memory
-        self.max_shape: tuple[int, int, int] | None = None
+        #: largest (N, H, W) one call takes; None: no limit but memory. With TensorRT's provider: its
+        #: profile's maximum, so the Stylizer tiles instead of making the provider build another engine
+        self.max_shape: tuple[int, int, int] | None = max_shape
 
     @property
     def providers(self) -> list[str]:

@@ -116,7 +116,7 @@ class Stylizer:
         cls,
         path: str | os.PathLike[str],
         *,
-        device: int | str = 0,
+        device: int | str = "auto",
         backend: Backend = "auto",
         providers: Sequence[str] | None = None,
         tile: int | None = None,
@@ -128,15 +128,21 @@ class Stylizer:
         contexts: int = 2,
         cuda_graphs: bool = False,
         tile_halo: int = DEFAULT_TILE_HALO,
+        cudnn_conv_algo_search: str = "HEURISTIC",
+        tensorrt_cache_dir: str | os.PathLike[str] | None = None,
+        allow_engine_host_code: bool = False,
     ) -> Stylizer:
         """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar.
 
         Args:
-            device: GPU index, or ``"cpu"`` (ONNX Runtime only).
+            device: ``"auto"`` (a GPU when one is usable, else the CPU), ``"cpu"``, ``"cuda"``/``"cuda:N"`` (a
+                GPU is required), or an int N (the older form: GPU N, else the CPU).
             backend: ``"auto"`` walks the table in :mod:`nst_runtime.backends`: TensorRT for engines; for ONNX
                 files ONNX Runtime's GPU providers, then OpenVINO (x86 CPUs, when installed), then ONNX
                 Runtime on the CPU. Or ``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``.
-            providers: ONNX Runtime providers to use instead of TensorRT → CUDA → CPU.
+            providers: ONNX Runtime providers to use instead of CUDA → CPU; TensorRT's provider runs only when
+                named here, then with an optimization profile from ``tile``/``batch_size`` (larger images are
+                tiled) and an engine cache in ``tensorrt_cache_dir``.
             tile: largest height/width of one network call; larger images run in overlapping tiles.
                 Engines are also limited by their optimization profile's maximum.
             tile_overlap: fallback tiling (no ``NAME.tiling.onnx``): pixels neighbouring tiles share
@@ -149,6 +155,15 @@ class Stylizer:
             intra_op_threads: ONNX Runtime CPU threads per call (default: all cores).
             contexts: TensorRT execution contexts (each with its own stream and buffers) in the pool.
             cuda_graphs: TensorRT: capture a CUDA graph per input shape and replay it.
+            cudnn_conv_algo_search: ONNX Runtime CUDA provider: ``"HEURISTIC"`` (default: no re-benchmark per
+                new input shape), ``"EXHAUSTIVE"`` (ONNX Runtime's default; best for one fixed size) or
+                ``"DEFAULT"``.
+            tensorrt_cache_dir: ONNX Runtime TensorRT provider engine cache (default
+                ``$XDG_CACHE_HOME/nst/onnxruntime-tensorrt``).
+            allow_engine_host_code: let a version-compatible TensorRT engine run the lean runtime embedded in
+                it: this runs code from the file on this machine, so pass True only for engines whose source
+                you trust. Without it such engines are refused (plain engines need no host code).
+            verify_hash: also refuses an engine whose sidecar holds no hash (``False``: ``--no-verify``).
 
         Raises:
             ModelFileError: missing/mismatched sidecar, hash mismatch, corrupt or foreign file.
@@ -183,6 +198,7 @@ class Stylizer:
                        parallel_calls=1, **tiling)
         if chosen == "tensorrt":
             from .artifact import fallback_hint
+            from .devices import parse_device
             from .errors import BackendUnavailableError
             from .tensorrt_backend import EngineFromPath, TensorRTRunner
 
@@ -190,7 +206,8 @@ class Stylizer:
                 raise UsageError("the tensorrt backend needs a GPU; device='cpu' works with ONNX files only.")
             try:
                 runner_trt = TensorRTRunner(
-                    EngineFromPath(artifact.path, sidecar=artifact.sidecar, device=int(device)),
+                    EngineFromPath(artifact.path, sidecar=artifact.sidecar, device=parse_device(device).gpu_index,
+                                   verify_hash=verify_hash, allow_engine_host_code=allow_engine_host_code),
                     contexts=contexts, cuda_graphs=cuda_graphs,
                 ).activate()
             except BackendUnavailableError as exc:
@@ -206,13 +223,20 @@ class Stylizer:
             OnnxRuntimeRunner,
             SessionFromOnnx,
             _ort,
+            provider_names,
             select_providers,
+            tensorrt_ep_profile,
         )
 
         ort_device = ("cpu" if choice.place == "cpu" else
                       device if isinstance(device, int) else parse_device(device).gpu_index)
+        # TensorRT's provider (only when named in providers) builds for the tile limits; larger images tile
+        trt_profile = (tensorrt_ep_profile(tile=tile, batch_size=batch_size, min_size=artifact.sidecar.min_size)
+                       if providers and "TensorrtExecutionProvider" in providers else None)
         chosen_providers = select_providers(_ort().get_available_providers(), device=ort_device,
-                                            requested=providers)
+                                            requested=providers, cudnn_conv_algo_search=cudnn_conv_algo_search,
+                                            tensorrt_profile=trt_profile, tensorrt_cache_dir=tensorrt_cache_dir,
+                                            input_name=artifact.sidecar.input.name)
         on_gpu = any((p[0] if isinstance(p, tuple) else p) in GPU_PROVIDERS for p in chosen_providers)
         if on_gpu and prefer_fp16 and artifact.sidecar.precision == "fp32":
             sibling = fp16_sibling(artifact.path)
@@ -222,6 +246,8 @@ class Stylizer:
         runner = OnnxRuntimeRunner(
             SessionFromOnnx(artifact.path, providers=chosen_providers, intra_op_threads=intra_op_threads),
             sidecar=artifact.sidecar,
+            max_shape=(trt_profile.max if trt_profile and "TensorrtExecutionProvider" in provider_names(chosen_providers)
+                       else None),
         ).activate()
         return cls(runner, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                    parallel_calls=2 if runner.on_gpu else 1, **tiling)
@@ -439,7 +465,9 @@ def _tiling_loader(
         path = find_tiling_graph(model)
         if path is None:
             raise FileNotFoundError(tiling_graph_path(model))
-        chosen = select_providers(_ort().get_available_providers(), device=device, requested=providers)
+        # the GPU when ONNX Runtime has one here, else the CPU (an engine's tiling graph still runs exactly)
+        chosen = select_providers(_ort().get_available_providers(), device=device, requested=providers,
+                                  gpu_required=False)
         return open_tiling_graph(path, providers=chosen, intra_op_threads=intra_op_threads,
                                  verify_hash=verify_hash)
 

@@ -8,36 +8,48 @@ Design:
 
 * Buffers are sized once, for the optimization profile's maximum shape: per execution context one pinned
   host input, one pinned host output, one device input, one device output, and one CUDA stream. Tensor
-  addresses are therefore set once per context; a call only sets the input shape.
+  addresses are therefore set once per context; a call only sets the input shape, and only when it changes.
 * Thread safety: an execution context is never shared. A :class:`ContextPool` hands each calling thread an
-  idle slot (context + stream + buffers) and takes it back after the call; at most ``contexts`` run at once,
-  which also overlaps one call's copies with another's compute.
-* CUDA graphs (optional): per input shape, the first call captures H2D copy → enqueue → D2H copy on the
-  slot's stream into a graph; later calls of that shape replay it (less CPU launch overhead).
-* Version-compatible engines are deserialized with ``tensorrt_lean`` (the lean runtime, ~100 MB) when the
-  sidecar says ``version_compatible``; plain engines with ``tensorrt``.
-
-The GPU-free parts (buffer sizing, shape checks against the profile, the pool) are plain Python and tested
-on CPU; the rest runs only where TensorRT and a GPU are present.
+  idle slot (context + stream + buffers + its CUDA graph) and takes it back after the call; at most
+  ``contexts`` run at once, which also overlaps one call's copies with another's compute. A call prefers an
+  idle context that already runs its shape, so alternating shapes settle on one context each.
+* CUDA graphs (optional), decided by :class:`GraphPlanner` (plain Python, tested on CPU with fakes): a graph is
+  captured for a context only after the context has run that shape once (TensorRT does its per-shape setup in
+  that plain enqueue), replayed only while the context's input shape is unchanged since the capture, and
+  dropped when the shape changes. A capture that fails is ended, the CUDA error cleared, and that shape runs
+  without a graph from then on (as trtexec does).
+* ``close()`` waits for calls in flight, then frees every context's memory with the engine's device current.
+* Engines are executable artifacts. The bytes deserialized are the bytes whose SHA-256 was checked against
+  the sidecar (read once); a sidecar without a hash is refused unless ``verify_hash=False``. A version-
+  compatible plan that embeds the lean runtime is host code and is loaded only with
+  ``allow_engine_host_code=True``. Version-compatible engines are deserialized with ``tensorrt_lean`` where
+  installed (falling back to ``tensorrt``); plain ones with ``tensorrt``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
-import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
 from ._lazy import import_optional
-from .artifact import check_compute_capability, check_tensorrt_version, fallback_hint
+from .artifact import (
+    check_compute_capability,
+    check_engine_hash_present,
+    check_tensorrt_version,
+    engine_needs_host_code,
+    fallback_hint,
+)
 from .errors import BackendUnavailableError, ModelFileError, UsageError
 from .sidecar import ShapeProfile, Sidecar
 
@@ -45,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CHANNELS = 3
+Shape = tuple[int, int, int]
 
 
 # ----------------------------------------------------------------------------------------- GPU-free logic
@@ -82,10 +95,82 @@ def profile_from_sidecar(meta: Sidecar, path: Path) -> ShapeProfile:
     return meta.profile
 
 
+Action = Literal["enqueue", "capture", "replay"]
+
+
+@dataclass(frozen=True)
+class GraphStep:
+    """What one call does on its execution context.
+
+    ``set_shape``: call ``set_input_shape`` first (the context's shape changes). ``drop``: a graph (opaque
+    handle) to destroy first, captured for a shape the context is leaving. ``action``: ``"enqueue"`` (a plain
+    ``execute_async_v3``), ``"capture"`` (capture a graph of copy-in, enqueue, copy-out, then launch it) or
+    ``"replay"`` (launch the graph captured for this very shape)."""
+
+    set_shape: bool
+    action: Action
+    drop: Any = None
+
+
+class GraphPlanner:
+    """The CUDA-graph decisions of one execution context (pure Python; the runner does the CUDA calls).
+
+    TensorRT updates shape-dependent resources of a context in the first ``execute_async_v3`` after
+    ``set_input_shape``; that host-side work is not part of a captured graph. So a graph is valid only while
+    the context's input shape is the one it was captured at, and the enqueue right after a shape change must
+    be a plain one (which also serves as the warm-up trtexec runs before capturing). Rules:
+
+    * shape differs from the context's: drop the context's graph, set the shape, plain enqueue;
+    * same shape, a graph captured at it: replay;
+    * same shape, no graph yet, the shape has not failed to capture: capture (then launch);
+    * a shape whose capture failed runs plain enqueues from then on (``capture_failed``).
+
+    With ``enabled=False`` every call is a plain enqueue (the shape is still set only when it changes).
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        #: the input shape the context was last set to and ran (None: never)
+        self.context_shape: Shape | None = None
+        self.graph: Any = None
+        self.graph_shape: Shape | None = None
+        self.failed: set[Shape] = set()
+        self.captures = 0
+
+    def plan(self, shape: Shape) -> GraphStep:
+        if shape != self.context_shape:
+            drop, self.graph, self.graph_shape = self.graph, None, None
+            return GraphStep(set_shape=True, action="enqueue", drop=drop)
+        if not self.enabled or shape in self.failed:
+            return GraphStep(set_shape=False, action="enqueue")
+        if self.graph is not None and self.graph_shape == shape:
+            return GraphStep(set_shape=False, action="replay")
+        return GraphStep(set_shape=False, action="capture")
+
+    def ran(self, shape: Shape) -> None:
+        """The context ran ``shape`` (its shape is now this one)."""
+        self.context_shape = shape
+
+    def captured(self, shape: Shape, graph: Any) -> None:
+        self.graph, self.graph_shape = graph, shape
+        self.captures += 1
+
+    def capture_failed(self, shape: Shape) -> None:
+        self.failed.add(shape)
+
+    def take_graph(self) -> Any:
+        """Hand over the graph for destruction (on close)."""
+        graph, self.graph, self.graph_shape = self.graph, None, None
+        return graph
+
+
 class ContextPool(Generic[T]):
     """Hands out objects one thread at a time; creates up to ``size`` lazily; never shares one.
 
     Used for TensorRT execution contexts (each with its stream and buffers): ``with pool.acquire() as slot``.
+    ``acquire(prefer=...)`` takes an idle object the predicate likes first, else creates a new one while
+    fewer than ``size`` exist, else takes any idle one, else waits. :meth:`close` waits for every object to
+    come back before destroying them.
     """
 
     def __init__(self, factory: Callable[[], T], *, size: int) -> None:
@@ -93,41 +178,64 @@ class ContextPool(Generic[T]):
             raise UsageError(f"contexts={size}: expected at least 1.")
         self._factory = factory
         self.size = size
-        self._idle: queue.LifoQueue[T] = queue.LifoQueue()
+        self._idle: list[T] = []
         self._created: list[T] = []
-        self._lock = threading.Lock()
+        self._in_use = 0
+        self._cond = threading.Condition()
         self._closed = False
 
     @property
     def created(self) -> int:
         return len(self._created)
 
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
     @contextmanager
-    def acquire(self) -> Iterator[T]:
-        if self._closed:
-            raise UsageError("the execution-context pool is closed (the Stylizer was closed).")
-        item = self._take()
+    def acquire(self, prefer: Callable[[T], bool] | None = None) -> Iterator[T]:
+        item = self._take(prefer)
         try:
             yield item
         finally:
-            self._idle.put(item)
+            with self._cond:
+                self._idle.append(item)
+                self._in_use -= 1
+                self._cond.notify_all()
 
-    def _take(self) -> T:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if len(self._created) < self.size:
-                item = self._factory()
-                self._created.append(item)
+    def _take(self, prefer: Callable[[T], bool] | None) -> T:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise UsageError("the execution-context pool is closed (the Stylizer was closed).")
+                liked = next((i for i in reversed(self._idle) if prefer is not None and prefer(i)), None)
+                if liked is not None:
+                    self._idle.remove(liked)
+                    item = liked
+                elif len(self._created) < self.size:
+                    item = self._factory()
+                    self._created.append(item)
+                elif self._idle:
+                    item = self._idle.pop()  # most recently used: its memory is warm
+                else:
+                    self._cond.wait()
+                    continue
+                self._in_use += 1
                 return item
-        return self._idle.get()  # all created and busy: wait for one to come back
 
-    def close(self, destroy: Callable[[T], None]) -> None:
-        with self._lock:
+    def close(self, destroy: Callable[[T], None], *, log_after_s: float = 5.0) -> None:
+        """Refuse new calls, wait for the calls in flight, then ``destroy`` every object (idempotent)."""
+        start = time.monotonic()
+        logged = False
+        with self._cond:
             self._closed = True
-            items, self._created = self._created, []
+            while self._in_use:
+                self._cond.wait(timeout=0.5)
+                if not logged and time.monotonic() - start > log_after_s:
+                    logger.info("closing: waiting for %d call(s) in flight to finish", self._in_use)
+                    logged = True
+            self._cond.notify_all()  # threads waiting for an idle object see the pool closed
+            items, self._created, self._idle = self._created, [], []
         for item in items:
             destroy(item)
 
@@ -149,6 +257,15 @@ def _check(result: Any, what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _is_null(handle: Any) -> bool:
+    if handle is None:
+        return True
+    try:
+        return int(handle) == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _host_view(ptr: int, nbytes: int) -> np.ndarray:
@@ -178,12 +295,20 @@ class LoadedEngine:
 
 
 class EngineFromPath:
-    """Loader: engine file → deserialized engine, after the sidecar checks that avoid a crash."""
+    """Loader: engine file → deserialized engine, after the sidecar checks that avoid a crash.
 
-    def __init__(self, path: str | os.PathLike[str], *, sidecar: Sidecar, device: int = 0) -> None:
+    ``verify_hash``: the bytes handed to TensorRT must match the sidecar's SHA-256 (a sidecar without one is
+    refused). ``allow_engine_host_code``: let TensorRT run host code embedded in the plan (the lean runtime of
+    a version-compatible engine); off unless the caller trusts the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, sidecar: Sidecar, device: int = 0, verify_hash: bool = True,
+                 allow_engine_host_code: bool = False) -> None:
         self.path = Path(path)
         self.sidecar = sidecar
         self.device = device
+        self.verify_hash = verify_hash
+        self.allow_engine_host_code = allow_engine_host_code
 
     def __call__(self) -> LoadedEngine:
         meta, path = self.sidecar, self.path
@@ -200,11 +325,19 @@ class EngineFromPath:
         check_compute_capability(path, meta, f"{props.major}.{props.minor}", name)
         trt = _tensorrt_module(meta)
         check_tensorrt_version(path, meta, trt.__version__)
+        check_engine_hash_present(path, meta, verify_hash=self.verify_hash)
+        host_code = engine_needs_host_code(path, meta, allow_engine_host_code=self.allow_engine_host_code)
+        blob = path.read_bytes()
+        if self.verify_hash and hashlib.sha256(blob).hexdigest() != meta.artifact_sha256:
+            raise ModelFileError(f"{path}: its content changed after its hash was checked (the bytes read now do "
+                                 "not match the sidecar). Fix: do not replace model files while they load.")
         trt_logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(trt_logger)
-        if meta.version_compatible:
-            runtime.engine_host_code_allowed = True
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        runtime.engine_host_code_allowed = host_code
+        if host_code:
+            logger.warning("%s: running the lean runtime embedded in this version-compatible engine "
+                           "(allow_engine_host_code=True)", path.name)
+        engine = runtime.deserialize_cuda_engine(blob)
         if engine is None:
             raise ModelFileError(
                 f"{path}: TensorRT could not deserialize the engine (corrupt file, or built by another "
@@ -226,7 +359,7 @@ class EngineFromPath:
 # ----------------------------------------------------------------------------------------- runner
 @dataclass
 class _Slot:
-    """One execution context with everything it owns: stream, pinned host and device buffers, graphs."""
+    """One execution context with everything it owns: stream, pinned host and device buffers, its graph."""
 
     context: Any
     stream: Any
@@ -235,7 +368,7 @@ class _Slot:
     dev_in: int
     dev_out: int
     plan: BufferPlan
-    graphs: dict[tuple[int, int, int], Any] = field(default_factory=dict)
+    graphs: GraphPlanner = field(default_factory=lambda: GraphPlanner(enabled=False))
 
 
 class TensorRTRunner:
@@ -243,7 +376,8 @@ class TensorRTRunner:
 
     name = "tensorrt"
 
-    def __init__(self, load_engine: EngineFromPath, *, contexts: int = 2, cuda_graphs: bool = False) -> None:
+    def __init__(self, load_engine: Callable[[], LoadedEngine], *, contexts: int = 2,
+                 cuda_graphs: bool = False) -> None:
         self._load = load_engine
         self.contexts = contexts
         self.cuda_graphs = cuda_graphs
@@ -278,15 +412,54 @@ class TensorRTRunner:
         # addresses never change: the buffers are sized for the largest shape the profile allows
         context.set_tensor_address(eng.input_name, int(dev_in))
         context.set_tensor_address(eng.output_name, int(dev_out))
-        return _Slot(context, stream, int(host_in), int(host_out), int(dev_in), int(dev_out), plan)
+        return _Slot(context, stream, int(host_in), int(host_out), int(dev_in), int(dev_out), plan,
+                     GraphPlanner(enabled=self.cuda_graphs))
 
-    def _enqueue(self, slot: _Slot, nbytes: int) -> None:
+    def _enqueue(self, slot: _Slot, nbytes: int) -> bool:
+        """Copy in, run, copy out on the slot's stream. False if TensorRT refused to enqueue (CUDA copy
+        errors raise)."""
         cudart = _cudart()
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(slot.dev_in, slot.host_in, nbytes, h2d, slot.stream), "cudaMemcpyAsync")
         if not slot.context.execute_async_v3(int(slot.stream)):
-            raise BackendUnavailableError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
+            return False
         _check(cudart.cudaMemcpyAsync(slot.host_out, slot.dev_out, nbytes, d2h, slot.stream), "cudaMemcpyAsync")
+        return True
+
+    def _capture(self, slot: _Slot, nbytes: int, shape: Shape) -> Any:
+        """Capture copy-in, enqueue, copy-out into a graph and instantiate it; None if that fails.
+
+        A failed capture is always ended (a stream left capturing breaks every later call), its partial graph
+        destroyed and the CUDA error cleared, like trtexec's ``endCaptureOnError``."""
+        cudart = _cudart()
+        ok = False
+        _check(cudart.cudaStreamBeginCapture(slot.stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+               "cudaStreamBeginCapture")
+        try:
+            ok = self._enqueue(slot, nbytes)
+        except BackendUnavailableError as exc:  # a copy refused under capture
+            logger.debug("CUDA graph capture: %s", exc)
+        finally:
+            err, graph = cudart.cudaStreamEndCapture(slot.stream)
+        exec_ = None
+        if ok and err == cudart.cudaError_t.cudaSuccess and not _is_null(graph):
+            err, exec_ = cudart.cudaGraphInstantiate(graph, 0)
+            if err == cudart.cudaError_t.cudaSuccess and not _is_null(exec_):
+                return graph, exec_
+        if not _is_null(graph):
+            cudart.cudaGraphDestroy(graph)
+        cudart.cudaGetLastError()  # clear the capture's error so later calls do not see it
+        logger.warning("CUDA graph capture failed for input shape %s; running that shape without a graph "
+                       "(TensorRT enqueued work that cannot be captured)", shape)
+        return None
+
+    def _destroy_graph(self, graph: Any) -> None:
+        if graph is None:
+            return
+        cudart = _cudart()
+        g, exec_ = graph
+        cudart.cudaGraphExecDestroy(exec_)
+        cudart.cudaGraphDestroy(g)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         eng, pool = self._engine, self._pool
@@ -296,43 +469,50 @@ class TensorRTRunner:
         cudart = _cudart()
         n, h, w, _ = batch.shape
         nbytes = batch.nbytes
-        with pool.acquire() as slot:
+        key = (n, h, w)
+        with pool.acquire(prefer=lambda s: s.graphs.context_shape == key) as slot:
             _check(cudart.cudaSetDevice(eng.device), "cudaSetDevice")  # the current device is per thread
             _host_view(slot.host_in, nbytes)[:] = np.ascontiguousarray(batch, dtype=np.uint8).reshape(-1)
-            if not slot.context.set_input_shape(eng.input_name, (n, h, w, CHANNELS)):
+            step = slot.graphs.plan(key)
+            self._destroy_graph(step.drop)
+            if step.set_shape and not slot.context.set_input_shape(eng.input_name, (n, h, w, CHANNELS)):
                 raise UsageError(f"TensorRT refused input shape {(n, h, w, CHANNELS)}.")
-            key = (n, h, w)
-            if self.cuda_graphs and key not in slot.graphs:
-                self._enqueue(slot, nbytes)  # a plain run first: TensorRT finishes shape-dependent setup
-                _check(cudart.cudaStreamSynchronize(slot.stream), "cudaStreamSynchronize")
-                mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-                _check(cudart.cudaStreamBeginCapture(slot.stream, mode), "cudaStreamBeginCapture")
-                self._enqueue(slot, nbytes)
-                graph = _check(cudart.cudaStreamEndCapture(slot.stream), "cudaStreamEndCapture")
-                slot.graphs[key] = (graph, _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate"))
-            if self.cuda_graphs:
-                _check(cudart.cudaGraphLaunch(slot.graphs[key][1], slot.stream), "cudaGraphLaunch")
-            else:
-                self._enqueue(slot, nbytes)
+            if step.action == "capture":
+                graph = self._capture(slot, nbytes, key)
+                if graph is None:
+                    slot.graphs.capture_failed(key)
+                    step = GraphStep(set_shape=False, action="enqueue")
+                else:
+                    slot.graphs.captured(key, graph)
+                    step = GraphStep(set_shape=False, action="replay")
+            if step.action == "replay":
+                _check(cudart.cudaGraphLaunch(slot.graphs.graph[1], slot.stream), "cudaGraphLaunch")
+            elif not self._enqueue(slot, nbytes):
+                raise BackendUnavailableError("TensorRT execute_async_v3 failed (see the TensorRT log above).")
+            slot.graphs.ran(key)
             _check(cudart.cudaStreamSynchronize(slot.stream), "cudaStreamSynchronize")
             return _host_view(slot.host_out, nbytes).reshape(n, h, w, CHANNELS).copy()
 
     def _destroy(self, slot: _Slot) -> None:
+        """Free one slot. Runs on the closing thread, which may not be the one that allocated: set the device."""
+        eng = self._engine
         cudart = _cudart()
-        for graph, exec_ in slot.graphs.values():
-            cudart.cudaGraphExecDestroy(exec_)
-            cudart.cudaGraphDestroy(graph)
+        if eng is not None:
+            cudart.cudaSetDevice(eng.device)
+        cudart.cudaStreamSynchronize(slot.stream)
+        self._destroy_graph(slot.graphs.take_graph())
+        slot.context = None  # the execution context (and its activation memory) before the buffers it uses
         cudart.cudaFree(slot.dev_in)
         cudart.cudaFree(slot.dev_out)
         cudart.cudaFreeHost(slot.host_in)
         cudart.cudaFreeHost(slot.host_out)
         cudart.cudaStreamDestroy(slot.stream)
-        slot.context = None
 
     def close(self) -> None:
+        """Wait for calls in flight, free every context (contexts before the engine). Idempotent."""
         if self._pool is not None:
-            self._pool.close(self._destroy)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            pool.close(self._destroy)
         self._engine = None
 
     def __enter__(self) -> TensorRTRunner:

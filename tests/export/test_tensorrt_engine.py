@@ -79,3 +79,115 @@ def test_engine_build_writes_plan_sidecar_and_timing_cache(onnx_fp16_path, tmp_p
     assert meta.tensorrt_version and meta.gpu_name and meta.compute_capability
     assert meta.version_compatible is version_compatible and meta.build_time_s > 0
     assert cache.stat().st_size > 0
+
+
+class _FakeTrt:
+    """Just enough of the tensorrt module for engine_from_onnx to run its whole path on CPU: records the
+    builder and parser flags it was given and returns a fake plan."""
+
+    __version__ = "10.16.1.11"
+
+    def __init__(self) -> None:
+        import types
+
+        self.builder_flags: set[str] = set()
+        self.parser_flags: set[str] = set()
+        names = ("VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME")
+        self.BuilderFlag = types.SimpleNamespace(**{n: n for n in names})
+        self.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM="NATIVE_INSTANCENORM")
+        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
+        outer = self
+
+        class Cache:
+            def serialize(self):
+                return b"timing"
+
+        class Config:
+            builder_optimization_level = 3
+
+            def set_flag(self, flag):
+                outer.builder_flags.add(flag)
+
+            def set_memory_pool_limit(self, pool, size):
+                pass
+
+            def add_optimization_profile(self, profile):
+                pass
+
+            def create_timing_cache(self, blob):
+                return Cache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                return True
+
+            def get_timing_cache(self):
+                return Cache()
+
+        class Network:
+            num_inputs = 1
+
+            def get_input(self, i):
+                return types.SimpleNamespace(name="input")
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return types.SimpleNamespace(set_shape=lambda *a: None)
+
+            def build_serialized_network(self, network, config):
+                return b"fake plan bytes"
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def set_flag(self, flag):
+                outer.parser_flags.add(flag)
+
+            def parse_from_file(self, path):
+                return True
+
+        self.Builder, self.OnnxParser = Builder, Parser
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    from nst_export import tensorrt_engine
+
+    trt = _FakeTrt()
+    monkeypatch.setattr(tensorrt_engine, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tensorrt_engine, "gpu_info", lambda: tensorrt_engine.GpuInfo("Fake GPU", "9.0"))
+    return trt
+
+
+@pytest.mark.parametrize(("options", "flags", "excluded"), [
+    (dict(), set(), False),
+    (dict(version_compatible=True), {"VERSION_COMPATIBLE"}, False),  # default: embed the lean runtime
+    (dict(version_compatible=True, exclude_lean_runtime=True), {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}, True),
+])
+def test_version_compatible_embeds_the_lean_runtime_unless_excluded(onnx_fp32_path, tmp_path, fake_trt, options,
+                                                                    flags, excluded):
+    """--version-compatible must give a plan that survives a TensorRT upgrade: the lean runtime stays in the plan
+    unless explicitly excluded, and the sidecar records what the runtime's version rule needs."""
+    from nst_export.tensorrt_engine import engine_from_onnx
+    from nst_runtime.sidecar import read_sidecar
+
+    engine = engine_from_onnx(onnx_fp32_path, tmp_path / "m.engine", **options)
+    assert fake_trt.builder_flags == flags
+    assert fake_trt.parser_flags == {"NATIVE_INSTANCENORM"}  # never the InstanceNorm plugin
+    meta = read_sidecar(engine)
+    assert meta.version_compatible is bool(options.get("version_compatible"))
+    assert meta.exclude_lean_runtime is excluded
+    assert engine.read_bytes() == b"fake plan bytes"

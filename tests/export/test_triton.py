@@ -83,3 +83,23 @@ def test_engine_repository_batches_up_to_the_profile(onnx_fp16_path, tmp_path):
         triton_repo_from_artifact(engine, tmp_path / "repo2", name="m",
                                   options=TritonOptions(max_batch_size=2, instance_kind="KIND_CPU"))
     shutil.rmtree(tmp_path / "repo")
+
+
+def test_version_compatible_engine_says_which_server_option_it_needs(onnx_fp16_path, tmp_path, caplog):
+    """Triton refuses a version-compatible plan unless tritonserver runs with
+    --backend-config=tensorrt,version-compatible=true: the config and the log say so; plain plans don't."""
+    import logging
+
+    from nst_export.triton import VERSION_COMPATIBLE_FLAG, triton_repo_from_artifact
+    from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+    assert VERSION_COMPATIBLE_FLAG == "--backend-config=tensorrt,version-compatible=true"
+    engine = _fake_engine(onnx_fp16_path, tmp_path, max_batch=2)
+    plain = triton_repo_from_artifact(engine, tmp_path / "plain", name="m").read_text()
+    assert "version-compatible" not in plain
+    sidecar_path(engine).write_text(dataclasses.replace(read_sidecar(engine), version_compatible=True).to_json())
+    with caplog.at_level(logging.WARNING, logger="nst_export.triton"):
+        config = triton_repo_from_artifact(engine, tmp_path / "vc", name="m")
+    assert VERSION_COMPATIBLE_FLAG in config.read_text()
+    assert _parse(config).platform == "tensorrt_plan"  # the comment keeps it a valid ModelConfig
+    assert any(VERSION_COMPATIBLE_FLAG in r.getMessage() for r in caplog.records)
