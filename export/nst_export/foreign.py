@@ -814,3 +814,54 @@ def is_foreign_onnx(path: str | os.PathLike[str]) -> bool:
 
     path = Path(path)
     return path.suffix.lower() == ".onnx" and not sidecar_path(path).is_file()
+
+
+def artifact_from_foreign_onnx(options: Any) -> list[Path]:
+    """``nst-export FOREIGN.onnx``: the import, then the same engine and Triton steps as a checkpoint's export.
+
+    ``options`` is ``nst_export.cli.ExportOptions``; its foreign-import fields (``fixed_size``, ``input_range``,
+    ``output_range``) default to a plain import where an older command line lacks them. Returns the files
+    written, in order.
+    """
+    from nst_runtime.errors import BackendUnavailableError
+
+    from .parity import ParityTolerance
+
+    try:
+        tolerance = ParityTolerance(fp32_max_abs_levels=options.fp32_tol, fp16_min_psnr_db=options.fp16_min_psnr)
+    except ValueError as exc:
+        raise UsageError(f"parity tolerance: {exc}.") from exc
+    if not options.onnx_only:
+        from .tensorrt_engine import validate_profile
+
+        validate_profile(options.profile)  # fail on bad shapes before the import, not after
+    name = options.name or Path(options.checkpoint).stem
+    out_dir = Path(options.out_dir)
+    imported = onnx_from_foreign(
+        options.checkpoint, out_dir / f"{name}.onnx",
+        fp16_out=out_dir / f"{name}.fp16.onnx" if options.fp16 else None, tolerance=tolerance,
+        options=ForeignImport(input_range=tuple(getattr(options, "input_range", (0.0, 255.0))),
+                              output_range=tuple(getattr(options, "output_range", (0.0, 255.0))),
+                              fixed_size=bool(getattr(options, "fixed_size", False)), opset=options.opset))
+    written = [imported.fp32] + ([imported.fp16] if imported.fp16 is not None else [])
+    artifact = written[-1]
+    if not options.onnx_only:
+        from .tensorrt_engine import engine_from_onnx
+
+        precision = "fp16" if options.fp16 else "fp32"
+        try:
+            artifact = engine_from_onnx(
+                artifact, out_dir / f"{name}.{precision}.engine", profile=options.profile,
+                timing_cache=options.timing_cache, optimization_level=options.builder_opt_level,
+                version_compatible=options.version_compatible,
+                workspace_bytes=int(options.workspace_gib * (1 << 30)) if options.workspace_gib else None)
+        except BackendUnavailableError as exc:
+            files = ", ".join(str(p) for p in written)
+            raise BackendUnavailableError(f"stopped at the engine step: {exc} The imported ONNX files were written "
+                                          f"and passed the parity gate: {files}.") from exc
+        written.append(artifact)
+    if options.triton_repo:
+        from .triton import triton_repo_from_artifact
+
+        triton_repo_from_artifact(artifact, options.triton_repo, name=name)
+    return written

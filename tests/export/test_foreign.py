@@ -296,3 +296,23 @@ def test_runtime_points_a_foreign_file_to_the_import(zoo_files):
 
     with pytest.raises(ModelFileError, match=r"no sidecar .* nst-export FILE\.onnx"):
         Stylizer.open(zoo_files[9], device="cpu")
+
+
+def test_nst_export_imports_a_foreign_file(zoo_files, tmp_path, capsys):
+    from nst_export.cli import main
+    from nst_runtime.sidecar import read_sidecar
+
+    code = main([str(zoo_files[9]), "-o", str(tmp_path / "out"), "--name", "zoo", "--fp16", "--onnx-only"])
+    assert code == 0, capsys.readouterr().err
+    assert read_sidecar(tmp_path / "out" / "zoo.onnx").source["opset"] == 9
+    assert read_sidecar(tmp_path / "out" / "zoo.fp16.onnx").precision == "fp16"
+    assert "zoo.fp16.onnx" in capsys.readouterr().out  # the summary table
+
+
+def test_nst_export_explains_a_fixed_size_graph(tmp_path, capsys):
+    from nst_export.cli import main
+
+    src = _fixed_reshape_graph(tmp_path / "fixed.onnx")
+    assert main([str(src), "-o", str(tmp_path / "out"), "--onnx-only"]) == 3
+    err = capsys.readouterr().err
+    assert "flatten_pixels" in err and "--fixed-size" in err and len(err.strip().splitlines()[-1]) > 0
