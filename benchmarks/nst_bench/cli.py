@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 from nst_runtime.devices import Device
-from nst_runtime.errors import UsageError
+from nst_runtime.errors import UsageError, write_error
 from nst_runtime.options import (
     device_option,
     no_progress_option,
@@ -25,6 +25,7 @@ from nst_runtime.options import (
     use_only_gpu,
     verbosity_options,
 )
+from nst_runtime.outputs import ensure_writable_folder, refuse_replacing_inputs
 
 from .harness import RepetitionPolicy
 from .run import ALL_BACKENDS, DEFAULT_SIZES, GATYS_SIZES, BenchConfig, parse_size
@@ -32,6 +33,7 @@ from .run import ALL_BACKENDS, DEFAULT_SIZES, GATYS_SIZES, BenchConfig, parse_si
 log = logging.getLogger("nst_bench")
 
 EXIT_CODES = (9,)
+REPORT_FILES = ("results.json", "results.md", "results.png")
 
 EPILOG = """\
 examples:
@@ -114,13 +116,19 @@ def bench(output: Path, device: Device, backends: str, sizes: str | None, batch:
         min_reps=min_reps, warmup=warmup, budget_s=budget_s, max_batch_pixels=max_batch_pixels,
         gatys_sizes=gatys_sizes, gatys_iterations=gatys_iterations, gatys_budget_s=gatys_budget_s,
         checkpoint=checkpoint, seed=seed, progress=not (no_progress or quiet))
+    # minutes of timing must not end in a traceback because the results cannot be written: check first
+    refuse_replacing_inputs([checkpoint] if checkpoint else [], [output / n for n in REPORT_FILES])
+    ensure_writable_folder(output)
     from .report import merge_into, write_reports
     from .run import run_benchmark
 
     doc = run_benchmark(cfg)
     if append:
         doc = merge_into(output / "results.json", doc)
-    paths = write_reports(doc, output)
+    try:
+        paths = write_reports(doc, output)
+    except OSError as exc:  # the folder was writable when the run began
+        raise write_error(exc.filename or output, exc) from exc
     n = len(doc["results"])
     click.echo(f"nst-bench: {n} measurements, {len(doc['skipped'])} skipped; wrote {paths['json']}, "
                f"{paths['md']}, {paths['png']}")

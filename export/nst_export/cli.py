@@ -7,16 +7,17 @@ runtime-only install; torch, onnx and TensorRT are imported when the export runs
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 from nst_runtime.devices import Device
-from nst_runtime.errors import BackendUnavailableError, NstError, UsageError, write_error
+from nst_runtime.errors import BackendUnavailableError, CheckpointError, NstError, UsageError, write_error
 from nst_runtime.options import (
     device_option,
     nst_command,
@@ -26,7 +27,8 @@ from nst_runtime.options import (
     use_only_gpu,
     verbosity_options,
 )
-from nst_runtime.sidecar import ShapeProfile, read_sidecar
+from nst_runtime.outputs import refuse_replacing_inputs
+from nst_runtime.sidecar import ShapeProfile, read_sidecar, sidecar_path
 
 log = logging.getLogger("nst_export.cli")
 
@@ -139,18 +141,23 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
                          "are built and checked on the CPU anyway), or choose --device cuda:N.")
     if device.kind == "cuda" and not onnx_only:
         use_only_gpu(device.gpu_index)
+    options = ExportOptions(
+        checkpoint=checkpoint, out_dir=output, fp16=fp16, name=name, opset=opset,
+        tiling_graph=not no_tiling_graph, onnx_only=onnx_only,
+        profile=ShapeProfile(min=min_shape, opt=opt_shape, max=max_shape), timing_cache=timing_cache,
+        version_compatible=version_compatible, builder_opt_level=builder_opt_level,
+        workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
+    )
+    check_source(checkpoint)
+    refuse_replacing_inputs([checkpoint], planned_outputs(options),
+                            fix="choose another -o folder or another --name")
     try:
-        written = run(ExportOptions(
-            checkpoint=checkpoint, out_dir=output, fp16=fp16, name=name, opset=opset,
-            tiling_graph=not no_tiling_graph, onnx_only=onnx_only,
-            profile=ShapeProfile(min=min_shape, opt=opt_shape, max=max_shape), timing_cache=timing_cache,
-            version_compatible=version_compatible, builder_opt_level=builder_opt_level,
-            workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
-        ))
-    except NstError:
+        written = run_foreign(options) if checkpoint.suffix.lower() == ".onnx" else run(options)
+    except NstError as exc:
+        exc.args = (public_message(str(exc)), *exc.args[1:])
         raise
     except OSError as exc:  # a write outside the guarded ONNX saves (sidecar, Triton repo, engine)
-        raise write_error(exc.filename or output, exc) from exc
+        raise write_error(public_message(str(exc.filename)) if exc.filename else output, exc) from exc
     except KeyboardInterrupt:
         print("nst-export: interrupted; no partial files were left behind.", file=sys.stderr)
         return 130
@@ -161,6 +168,53 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
 def main(argv: Sequence[str] | None = None) -> int:
     """``nst-export``: returns the process exit code."""
     return run_command(export, argv, prog="nst-export")
+
+
+def check_source(path: Path) -> None:
+    """One line for a source that is not a checkpoint file at all (before torch is even asked)."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; expected a checkpoint file (.pth or .safetensors), e.g. "
+                              f"nst-export {path / 'model.pth'}.")
+    if path.suffix.lower() == ".onnx" and _foreign_importer() is None:
+        raise CheckpointError(f"{path} is an ONNX file, not a checkpoint: nst-export starts from a trained "
+                              "checkpoint (.pth or .safetensors). An ONNX file that nst-export wrote runs as it "
+                              "is: nst-stylize MODEL.onnx INPUT -o OUTPUT.")
+
+
+def _foreign_importer() -> Callable[[ExportOptions], list[Path]] | None:
+    """``nst_export.foreign.artifact_from_foreign_onnx(options) -> list[Path]`` where that importer exists: it
+    turns a foreign ONNX style network into nst artifacts under ``options.out_dir`` and returns what it wrote."""
+    try:
+        from . import foreign
+    except ImportError:
+        return None
+    return getattr(foreign, "artifact_from_foreign_onnx", None)
+
+
+def run_foreign(options: ExportOptions) -> list[Path]:
+    importer = _foreign_importer()
+    if importer is None:  # check_source refused it already; kept for callers of run_foreign
+        raise CheckpointError(f"{options.checkpoint} is an ONNX file, not a checkpoint.")
+    return importer(options)
+
+
+def planned_outputs(options: ExportOptions) -> list[Path]:
+    """Every file this export may write (artifacts and their sidecars)."""
+    name = options.name or options.checkpoint.stem
+    names = [f"{name}.onnx"] + ([f"{name}.fp16.onnx"] if options.fp16 else [])
+    names += [f"{name}.tiling.onnx"] if options.tiling_graph else []
+    names += [] if options.onnx_only else [f"{name}.{'fp16' if options.fp16 else 'fp32'}.engine"]
+    files = [options.out_dir / n for n in names]
+    return [p for f in files for p in (f, sidecar_path(f))]
+
+
+_TEMP_NAME = re.compile(r"(^|[\s/'\"(])\.([^/\s'\"]+?)\.\d+\.tmp\b")
+
+
+def public_message(text: str) -> str:
+    """``text`` with the exporter's hidden temp names (``.NAME.PID.tmp``) replaced by the file they become:
+    the user never sees, and cannot find, the temp file."""
+    return _TEMP_NAME.sub(r"\1\2", text)
 
 
 def _human(n: int) -> str:

@@ -36,7 +36,9 @@ from .options import (
     threads_option,
     verbosity_options,
 )
+from .outputs import ensure_writable_folder, refuse_replacing_inputs
 from .pipeline import Stage, run_pipeline
+from .sidecar import sidecar_path
 from .video import VIDEO_SUFFIXES, is_video, stylize_video
 
 logger = logging.getLogger("nst_runtime.cli")
@@ -122,11 +124,24 @@ def _walk(folder: Path, recursive: bool) -> list[Path]:
 
 
 def collect_jobs(inputs: Sequence[Path], output: Path, *, recursive: bool) -> list[Job]:
-    """Expand folders; map every input to its output path. Refuses missing inputs and name collisions."""
-    single_file = len(inputs) == 1 and inputs[0].is_file() and output.suffix.lower() in (
-        set(FORMAT_BY_SUFFIX) | set(VIDEO_SUFFIXES))
-    if single_file:
-        return [Job(inputs[0], output, exact=output)]
+    """Expand folders; map every input to its output path. Refuses missing inputs, name collisions, and an
+    ``-o`` that names one file (an image or video suffix) where several files come out."""
+    image_suffixes, video_suffixes = set(FORMAT_BY_SUFFIX), set(VIDEO_SUFFIXES)
+    suffix = output.suffix.lower()
+    names_a_file = suffix in image_suffixes | video_suffixes and not output.is_dir()
+    if names_a_file:
+        if len(inputs) != 1 or not inputs[0].is_file():
+            what = f"{len(inputs)} inputs" if len(inputs) != 1 else f"the folder {inputs[0]}"
+            raise UsageError(f"-o {output} names one file, but {what} make several outputs. Fix: give a folder, "
+                             f"e.g. -o {output.with_suffix('')}/ (it is created).")
+        src = inputs[0]
+        if is_video(src) and suffix not in video_suffixes:
+            raise UsageError(f"-o {output}: {src} is a video; its output needs a video suffix "
+                             f"({', '.join(VIDEO_SUFFIXES)}) or a folder.")
+        if not is_video(src) and suffix in video_suffixes:
+            raise UsageError(f"-o {output}: {src} is an image; nst-stylize writes images as images. Fix: use an "
+                             f"image suffix ({', '.join(sorted(set(SUFFIX_BY_FORMAT.values())))}) or a folder.")
+        return [Job(src, output, exact=output)]
     jobs: list[Job] = []
     for inp in inputs:
         if inp.is_dir():
@@ -145,6 +160,16 @@ def collect_jobs(inputs: Sequence[Path], output: Path, *, recursive: bool) -> li
     return jobs
 
 
+def planned_outputs(job: Job, format_: str | None) -> list[Path]:
+    """Every file ``job`` may write: its exact path, or its stem with each suffix its format could take (the
+    format of an image is known only once it is decoded, unless --format says it)."""
+    if job.exact is not None or is_video(job.src):
+        return [job.exact or job.dst_stem]
+    suffixes = ({SUFFIX_BY_FORMAT[output_format_for(None, format_)]} if format_
+                else set(SUFFIX_BY_FORMAT.values()))
+    return [job.dst_stem.with_name(job.dst_stem.name + s) for s in sorted(suffixes)]
+
+
 def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, backend: str, device: Device,
          providers: str | None, contexts: int, cuda_graphs: bool, verify: bool, threads: int | None,
          tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
@@ -158,6 +183,13 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
         raise UsageError(f"no images or videos found in {', '.join(map(str, inputs))} "
                          f"(looked for {', '.join(sorted(FORMAT_BY_SUFFIX))}, {', '.join(VIDEO_SUFFIXES)}; "
                          "add -r for subfolders).")
+    # before any work: no output may replace an input (the model and its sidecar included)
+    refuse_replacing_inputs(
+        [model, sidecar_path(model), *(job.src for job in job_list)],
+        [path for job in job_list for path in planned_outputs(job, format_)],
+        fix="choose another -o (a folder that holds no inputs, e.g. -o styled/)")
+    if job_list[0].exact is None:
+        ensure_writable_folder(output)
     provider_list = [p.strip() for p in providers.split(",")] if providers else None
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code

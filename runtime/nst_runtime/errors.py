@@ -6,6 +6,7 @@ the runtime importing anything of the others. Messages say what was expected, wh
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 #: Every exit code of the nst commands and what it means (the exit_code of the class below, plus the
@@ -113,6 +114,17 @@ def write_error(path: object, exc: OSError) -> WriteError:
         return exc
     why = exc.strerror or str(exc) or type(exc).__name__
     err = WriteError(f"{path}: cannot write ({why}); the previous file, if any, is unchanged. "
-                     "Fix: free disk space or choose another output location.")
+                     f"Fix: {_WRITE_FIXES.get(exc.errno, 'choose another output location')}.")
     err.errno = exc.errno
     return err
+
+
+#: the fix a write failure calls for, by errno (a permission problem is not solved by freeing disk space)
+_WRITE_FIXES: dict[int | None, str] = {
+    errno.EACCES: "check the permissions of the folder, or choose another output location",
+    errno.EPERM: "check the permissions of the folder, or choose another output location",
+    errno.EROFS: "the file system is read-only: choose another output location",
+    errno.ENOSPC: "free disk space or choose another output location",
+    errno.EDQUOT: "free disk space (or raise your disk quota) or choose another output location",
+    errno.EFBIG: "the file is larger than this file system allows: choose another output location",
+}
