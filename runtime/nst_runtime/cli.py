@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,7 @@ from .options import (
     positive_int,
     run_command,
     setup_logging,
+    step_options,
     threads_option,
     verbosity_options,
 )
@@ -52,9 +54,25 @@ examples:
   nst-stylize candy.onnx a.png b.png -o out/ --format webp    choose the output format
   nst-stylize candy.onnx x.jpg -o out/ --device cpu           ONNX Runtime on CPU even if a GPU exists
   nst stylize candy.onnx x.jpg -o out/                        the same command through the nst group
+  nst-stylize candy.onnx big.jpg -o out/ --scale 0.5          strokes twice as large, about 4x faster
+  nst-stylize candy.onnx x.jpg -o out/ --preserve-color --strength 0.7
+                                                              the photo's colours, 70 % of the style
+  nst-stylize candy.onnx clip.mp4 -o out/ --steady --crf 20   steady video (less flicker), x264 quality 20
 """
 
 EXIT_CODES = (3, 4, 8, 9)
+
+
+@dataclass(frozen=True)
+class RunExtras:
+    """Options of a run beyond the basics: tiling halo, the steps around the network, video encoding."""
+
+    tile_halo: int | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+    crf: int = 18
+    codec: str | None = None
+    #: the steady (temporal) mode's weight, None when off
+    steady_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,19 @@ class Job:
               help="largest height/width per network call; larger images are tiled")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True, metavar="PX",
               help="pixels shared by neighbouring tiles")
+@click.option("--tile-halo", type=click.IntRange(min=0), metavar="PX",
+              help="exact and fast tiling: context pixels around each tile's core (default: the library's)")
 @positive_int("--batch-size", 1, "video frames per network call")
+@step_options
+@click.option("--steady", is_flag=True,
+              help="video: steady mode, each frame blended with the previous result along the optical flow "
+                   "(less flicker; needs opencv-python-headless)")
+@click.option("--steady-weight", type=click.FloatRange(0, 1, max_open=True), default=0.6, show_default=True,
+              metavar="W", help="video: share of the previous result where the motion is reliable")
+@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True, metavar="N",
+              help="video quality for x264/x265/VP9, lower is better")
+@click.option("--codec", metavar="NAME",
+              help="video encoder (default: libx264 for MP4/MOV/MKV, libvpx-vp9 for WebM, mpeg4 for AVI)")
 @click.option("--format", "format_", type=click.Choice(("png", "jpeg", "jpg", "webp", "bmp", "tiff", "gif")),
               help="output image format (default: the input's where sensible, else png)")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, metavar="1..100",
@@ -103,13 +133,17 @@ class Job:
 def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool, backend: str, device: Device,
             providers: str | None, contexts: int, cuda_graphs: bool, no_verify: bool, threads: int | None,
             tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
-            max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int) -> int:
+            max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int, tile_halo: int | None = None,
+            steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
+            codec: str | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
     return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
                 providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
                 threads=threads, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                 format_=format_, quality=quality, max_pixels=max_pixels or None, jobs=jobs,
-                progress=not (quiet or no_progress), quiet=quiet)
+                progress=not (quiet or no_progress), quiet=quiet,
+                extras=RunExtras(tile_halo=tile_halo, steps=steps or {}, crf=crf, codec=codec,
+                                 steady_weight=steady_weight if steady else None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,11 +207,17 @@ def planned_outputs(job: Job, format_: str | None) -> list[Path]:
 def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, backend: str, device: Device,
          providers: str | None, contexts: int, cuda_graphs: bool, verify: bool, threads: int | None,
          tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
-         max_pixels: int | None, jobs: int, progress: bool, quiet: bool) -> int:
+         max_pixels: int | None, jobs: int, progress: bool, quiet: bool, extras: RunExtras | None = None) -> int:
     from tqdm import tqdm
 
     from .stylizer import Stylizer
 
+    extras = extras or RunExtras()
+    temporal = None
+    if extras.steady_weight is not None:
+        from .temporal import TemporalOptions
+
+        temporal = TemporalOptions(weight=extras.steady_weight)
     job_list = collect_jobs(inputs, output, recursive=recursive)
     if not job_list:
         raise UsageError(f"no images or videos found in {', '.join(map(str, inputs))} "
@@ -199,7 +239,8 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     where: int | str = "cpu" if device.kind == "cpu" else device.gpu_index
     with Stylizer.open(model, device=where, backend=backend, providers=provider_list, tile=tile,
                        tile_overlap=tile_overlap, batch_size=batch_size, verify_hash=verify,
-                       intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs) as stylizer:
+                       intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs,
+                       tile_halo=extras.tile_halo) as stylizer:
         logger.info("model %s on %s", stylizer.path, stylizer.backend)
         image_jobs = [j for j in job_list if not is_video(j.src)]
         video_jobs = [j for j in job_list if is_video(j.src)]
@@ -209,8 +250,8 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
 
         def compute(item: tuple[Job, DecodedImage]) -> tuple[Job, DecodedImage]:
             job, dec = item
-            return job, DecodedImage(tuple(stylizer.stylize(f) for f in dec.frames), dec.format, dec.durations,
-                                     dec.loop)
+            return job, DecodedImage(tuple(stylizer.stylize(f, **extras.steps) for f in dec.frames), dec.format,
+                                     dec.durations, dec.loop)
 
         def encode(item: tuple[Job, DecodedImage]) -> Path:
             job, dec = item
@@ -240,7 +281,8 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
             with tqdm(unit="frame", disable=not progress or None, desc=job.src.name) as bar:
                 try:
                     report = stylize_video(stylizer, job.src, job.dst_stem, batch_size=batch_size,
-                                           on_frame=lambda _n: bar.update(1))
+                                           on_frame=lambda _n: bar.update(1), crf=extras.crf, codec=extras.codec,
+                                           temporal=temporal, **extras.steps)
                     done += 1
                     logger.info("%s -> %s: %d frames, audio %s", job.src, report.path, report.frames, report.audio)
                     if report.skipped_packets:
@@ -268,6 +310,38 @@ def _describe(exc: BaseException | None) -> str:
     if isinstance(exc, NstError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+INFO_EXAMPLES = """\
+examples:
+  nst-info candy.fp16.engine          sidecar, hash check, profile, TensorRT version and GPU, parity, backends
+  nst-info candy.onnx --json          the same as JSON
+  nst info candy.onnx                 through the nst group
+
+A hash that does not match the sidecar is reported and exits 3 (nst-stylize refuses such a file).
+"""
+
+
+@nst_command(
+    "nst-info", exit_codes=(3,), extra="runtime", epilog=INFO_EXAMPLES,
+    short_help="Describe an artifact: sidecar, hash, parity, and which backends here can run it.",
+    help="Describe an nst artifact (an .onnx file or a TensorRT engine, with its sidecar): what the sidecar "
+         "says (precision, I/O contract, profile, TensorRT version and GPU, parity numbers, where a foreign "
+         "network came from), whether the file's hash verifies, the files that travel with it, and which "
+         "backends on this machine can run it.\n\nPATH: the artifact (its .json sidecar beside it).")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.option("--no-verify", is_flag=True, help="skip the SHA-256 check (it reads the whole file)")
+@verbosity_options
+def info(path: Path, as_json: bool, no_verify: bool, quiet: bool, verbose: int) -> int:
+    import json
+
+    from .info import format_info, inspect_artifact
+
+    setup_logging("nst-info", verbose=verbose, quiet=quiet)
+    report = inspect_artifact(path, verify_hash=not no_verify)
+    click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else format_info(report))
+    return 3 if report.hash_status == "MISMATCH" else 0
 
 
 if __name__ == "__main__":

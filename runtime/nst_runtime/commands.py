@@ -27,11 +27,12 @@ COMMANDS: dict[str, str] = {
     "export": "nst_export.cli:export",
     "stylize": "nst_runtime.cli:stylize",
     "bench": "nst_bench.cli:bench",
+    "info": "nst_runtime.cli:info",
 }
 
 #: subcommand name -> the pip extra its stage needs, named when its module cannot be imported (optional: without
 #: an entry the message names the extra of the missing package)
-EXTRAS: dict[str, str] = {"train": "train", "gatys": "train", "export": "export", "stylize": "runtime",
+EXTRAS: dict[str, str] = {"train": "train", "gatys": "train", "export": "export", "stylize": "runtime", "info": "runtime",
                           "bench": "bench"}
 
 
@@ -120,6 +121,10 @@ def nst_stylize_script() -> NoReturn:
 
 def nst_bench_script() -> NoReturn:
     sys.exit(_script("bench", "nst-bench"))
+
+
+def nst_info_script() -> NoReturn:
+    sys.exit(_script("info", "nst-info"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ command answers ``--help`` on a runtime-only install.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -248,6 +249,44 @@ def positive_int(name: str, default: int | None, help: str, **kwargs: Any) -> Ca
     """An integer option that must be >= 1 (checked while parsing: exit 2, one line)."""
     return click.option(name, type=click.IntRange(min=1), default=default, show_default=default is not None,
                         metavar="N", help=help, **kwargs)
+
+
+#: the steps around the network (nst_runtime.steps), as command-line options; see :func:`step_options`
+STEP_OPTION_NAMES = ("scale", "max_size", "output_size", "upsampler", "preserve_color", "strength")
+
+
+def step_options(f: F) -> F:
+    """``--scale``, ``--max-size``, ``--output-size``, ``--upsampler``, ``--preserve-color``, ``--strength``: what
+    runs around the network (:mod:`nst_runtime.steps`). The command receives the ones given as one ``steps``
+    dict, the keyword arguments of :meth:`nst_runtime.Stylizer.stylize`."""
+
+    @functools.wraps(f)
+    def with_steps(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in STEP_OPTION_NAMES}
+        return f(*args, steps={k: v for k, v in given.items() if v is not None and v is not False}, **kwargs)
+
+    options = [
+        click.option("--scale", type=click.FloatRange(0, 4, min_open=True), metavar="F",
+                     help="run the network at F times the image's width and height: 0.5 paints strokes twice as "
+                          "large relative to the picture, in about a quarter of the time (default 1)"),
+        click.option("--max-size", type=click.IntRange(min=1), metavar="PX",
+                     help="run the network with the longest side at most PX pixels (large photos: faster, and "
+                          "strokes that show)"),
+        click.option("--output-size", type=click.Choice(("input", "processed")),
+                     help="input (default): the result has the input's size, enlarged with --upsampler; "
+                          "processed: the size the network ran at"),
+        click.option("--upsampler", type=click.Choice(("guided", "bicubic")),
+                     help="how a result of --scale/--max-size is enlarged: guided (default) adds back the photo's "
+                          "edges; bicubic is plain"),
+        click.option("--preserve-color", is_flag=True,
+                     help="keep the photo's colours: only the luminance comes from the style (YCbCr)"),
+        click.option("--strength", type=click.FloatRange(0, 1), metavar="0..1",
+                     help="blend of the stylization with the photo, in Oklab: 1 the full style (default), 0 the "
+                          "photo"),
+    ]
+    for option in reversed(options):
+        with_steps = option(with_steps)
+    return with_steps  # type: ignore[return-value]
 
 
 def use_only_gpu(index: int) -> None:
