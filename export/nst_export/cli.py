@@ -56,12 +56,34 @@ examples:
       a pytorch/examples fast_neural_style checkpoint; a version-compatible engine for tensorrt_lean.
   nst export mosaic.pth --onnx-only
       the same command through the nst group.
+  nst-export mosaic-9.onnx --fp16 --onnx-only
+      import an ONNX style network from elsewhere (the ONNX Model Zoo's: opset 8/9, fixed 1x3x224x224, float
+      0..255): the uint8 NHWC contract by graph composition, sizes made dynamic where the graph allows, FP16,
+      parity against the original file. A graph with sizes baked in is refused with the reason; --fixed-size
+      makes an artifact that resizes to the network's size and back instead.
 
 Exit 6 (TensorRT or a GPU missing) comes after the ONNX files were written and checked; pass --onnx-only
 to make stopping after them a success. A file that fails the parity gate (exit 5) is not written.
 """
 
 EXIT_CODES = (3, 5, 9)
+
+
+class RangeType(click.ParamType):
+    """``LOW,HIGH`` → ``(LOW, HIGH)`` floats with HIGH > LOW."""
+
+    name = "range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, float]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            low, high = (float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r}: expected LOW,HIGH, e.g. 0,255 or 0,1", param, ctx)
+        if not high > low:
+            self.fail(f"{value!r}: HIGH must be greater than LOW", param, ctx)
+        return (low, high)
 
 
 class ShapeType(click.ParamType):
@@ -96,7 +118,8 @@ def _shape_option(label: str) -> Any:
     help="Export a TransformerNet checkpoint for deployment: ONNX with a uint8 NHWC RGB contract (dynamic "
          "batch/height/width), an optional FP16 ONNX, a parity gate against PyTorch FP32 on every file, a "
          "TensorRT engine where TensorRT and a GPU exist, JSON sidecars, and a Triton model repository.\n\n"
-         "CHECKPOINT: an nst checkpoint (.pth/.safetensors) or a pytorch/examples fast_neural_style state dict.")
+         "CHECKPOINT: an nst checkpoint (.pth/.safetensors), a pytorch/examples fast_neural_style state dict, "
+         "or an ONNX style network from elsewhere (.onnx), which is imported (docs/export.md).")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @output_option("output folder", default="out", old_names=("--out-dir",))
 @click.option("--fp16", is_flag=True, help="also write NAME.fp16.onnx and build the engine from it "
@@ -129,12 +152,19 @@ def _shape_option(label: str) -> Any:
               help="parity gate: minimum PSNR in dB for the FP16 ONNX")
 @click.option("--triton-repo", type=click.Path(path_type=Path), metavar="DIR",
               help="also write DIR/NAME/config.pbtxt with 1/model.plan (or 1/model.onnx with --onnx-only)")
+@click.option("--fixed-size", is_flag=True,
+              help="foreign ONNX whose size is baked in: resize every image to the network's size and back")
+@click.option("--input-range", type=RangeType(), default="0,255", show_default=True, metavar="LOW,HIGH",
+              help="foreign ONNX: the float values the network expects for black,white")
+@click.option("--output-range", type=RangeType(), default="0,255", show_default=True, metavar="LOW,HIGH",
+              help="foreign ONNX: the float values the network returns for black,white")
 @verbosity_options
 def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: int, no_tiling_graph: bool,
            onnx_only: bool, device: Device, min_shape: tuple[int, int, int], opt_shape: tuple[int, int, int],
            max_shape: tuple[int, int, int], timing_cache: Path | None, version_compatible: bool,
            builder_opt_level: int, workspace_gib: float | None, fp32_tol: int, fp16_min_psnr: float,
-           triton_repo: Path | None, quiet: bool, verbose: int) -> int:
+           triton_repo: Path | None, quiet: bool, verbose: int, fixed_size: bool = False,
+           input_range: tuple[float, float] = (0.0, 255.0), output_range: tuple[float, float] = (0.0, 255.0)) -> int:
     setup_logging("nst-export", verbose=verbose, quiet=quiet, default=logging.INFO)
     if device.kind == "cpu" and not onnx_only:
         raise UsageError("--device cpu: TensorRT builds engines on a GPU. Fix: add --onnx-only (the ONNX files "
@@ -147,6 +177,7 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
         profile=ShapeProfile(min=min_shape, opt=opt_shape, max=max_shape), timing_cache=timing_cache,
         version_compatible=version_compatible, builder_opt_level=builder_opt_level,
         workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
+        fixed_size=fixed_size, input_range=input_range, output_range=output_range,
     )
     check_source(checkpoint)
     refuse_replacing_inputs([checkpoint], planned_outputs(options),
@@ -263,6 +294,10 @@ class ExportOptions:
     fp32_tol: int = DEFAULT_FP32_TOL
     fp16_min_psnr: float = DEFAULT_FP16_MIN_PSNR
     triton_repo: Path | None = None
+    #: foreign ONNX import (nst_export.foreign): a resize-in/out artifact for fixed sizes, the value ranges
+    fixed_size: bool = False
+    input_range: tuple[float, float] = (0.0, 255.0)
+    output_range: tuple[float, float] = (0.0, 255.0)
 
 
 def run(args: ExportOptions) -> list[Path]:

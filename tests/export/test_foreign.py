@@ -316,3 +316,16 @@ def test_nst_export_explains_a_fixed_size_graph(tmp_path, capsys):
     assert main([str(src), "-o", str(tmp_path / "out"), "--onnx-only"]) == 3
     err = capsys.readouterr().err
     assert "flatten_pixels" in err and "--fixed-size" in err and len(err.strip().splitlines()[-1]) > 0
+
+
+def test_nst_export_fixed_size_and_ranges(tmp_path, capsys):
+    from nst_export.cli import main
+    from nst_runtime.sidecar import read_sidecar
+
+    src = _fixed_reshape_graph(tmp_path / "fixed.onnx")
+    assert main([str(src), "-o", str(tmp_path / "out"), "--onnx-only", "--fixed-size"]) == 0, capsys.readouterr().err
+    assert read_sidecar(tmp_path / "out" / "fixed.onnx").source["mode"] == "fixed-size"
+    nhwc = _nhwc_unit_range_graph(tmp_path / "unit.onnx")
+    assert main([str(nhwc), "-o", str(tmp_path / "out"), "--onnx-only", "--input-range", "0,1",
+                 "--output-range", "0,1"]) == 0, capsys.readouterr().err
+    assert main([str(nhwc), "-o", str(tmp_path / "out2"), "--onnx-only", "--input-range", "1,0"]) == 2
