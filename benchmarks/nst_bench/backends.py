@@ -86,7 +86,8 @@ class ModelSource:
     def description(self) -> str:
         if self.checkpoint is not None:
             return f"checkpoint {self.checkpoint}"
-        return f"randomly initialised TransformerNet (seed {self.seed}); speed does not depend on weights"
+        return (f"randomly initialised TransformerNet (seed {self.seed}), norms perturbed and output scaled to "
+                "span 0..255; speed does not depend on weights")
 
     def torch_net(self) -> Any:
         """A fresh CPU ``TransformerNet`` in eval mode."""
@@ -98,7 +99,17 @@ class ModelSource:
 
             return load_checkpoint(self.checkpoint).model("cpu")
         torch.manual_seed(self.seed)
-        return TransformerNet().eval()
+        net = TransformerNet().eval()
+        # A fresh network's output sits near 0 (almost every pixel clamps to black), which the export's parity
+        # gate refuses as degenerate. Perturbed norms and a scaled last layer make it span 0..255 like a trained
+        # one; the cost of a convolution does not depend on its weights.
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if name.split(".")[-2].startswith("in"):
+                    p.add_(torch.randn_like(p) * 0.3)
+            net.deconv3.conv2d.weight.mul_(180.0)
+            net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
+        return net
 
     def checkpoint_path(self) -> Path:
         if self.checkpoint is not None:
@@ -130,12 +141,64 @@ class ModelSource:
 
                 raise BackendUnavailableError("nst_export has no fp16_onnx_from_onnx yet")
             self._onnx["fp16"] = Path(convert(fp32, self.work_dir / "model.fp16.onnx"))
+        if precision == "int8":
+            self._onnx["int8"] = self._int8(fp32)
         return self._onnx[precision]
+
+    def _int8(self, fp32: Path) -> Path:
+        """``model.int8.onnx``, calibrated on scikit-image's sample photos with nst's recipe. Timing only: the
+        quality gate is run and recorded but not enforced (a random network is no measure of INT8 quality;
+        tools/int8_quality.py and docs/export.md are)."""
+        from nst_export.int8 import Int8Options, int8_onnx_from_onnx
+        from nst_runtime.sidecar import read_sidecar
+
+        photos = write_sample_photos(self.work_dir / "photos")
+        log.info("quantizing %s to INT8 (calibration on %d sample photos)", self.description, len(photos))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = int8_onnx_from_onnx(fp32, self.work_dir / "model.int8.onnx", calibration_dir=photos[0].parent,
+                                      checkpoint=self.checkpoint_path(), options=Int8Options(min_psnr_db=1e-3))
+        self.int8_parity = read_sidecar(out).parity
+        return out
 
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
+
+
+def int8_unavailable() -> str | None:
+    """Why an INT8 file cannot be made here (None: it can): the export stage, ORT's quantizer, sample photos."""
+    import importlib.util
+
+    for module, why in (("nst_export", "the export stage is not installed (pip install 'nst[export]')"),
+                        ("onnxruntime.quantization", "onnxruntime has no quantization tools"),
+                        ("skimage", "INT8 is calibrated on photos: scikit-image's sample photos are the bench's "
+                                    "(pip install scikit-image)")):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return why
+        except ModuleNotFoundError:
+            return why
+    return None
+
+
+def write_sample_photos(folder: Path) -> list[Path]:
+    """scikit-image's bundled sample photos as PNG files in ``folder`` (the bench's INT8 calibration set)."""
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in SAMPLE_PHOTOS:
+        path = folder / f"{name}.png"
+        if not path.exists():
+            Image.fromarray(np.asarray(getattr(skimage.data, name)())[..., :3]).save(path)
+        paths.append(path)
+    return paths
 
 
 def _fp16_converter() -> Callable[..., Any] | None:
@@ -363,9 +426,10 @@ class OrtBackend(Backend):
 
     name = "ort"
 
-    def __init__(self, *, device: str, source: ModelSource, fp16: bool = False) -> None:
+    def __init__(self, *, device: str, source: ModelSource, fp16: bool = False, int8: bool = False) -> None:
         super().__init__(device=device, source=source)
         self.fp16 = fp16
+        self.int8 = int8
         self._session: Any = None
         self._host: np.ndarray | None = None
         self._binding: Any = None
@@ -374,7 +438,11 @@ class OrtBackend(Backend):
 
     @property
     def label(self) -> str:
-        return "ort-fp16" if self.fp16 else "ort"
+        return "ort-fp16" if self.fp16 else "ort-int8" if self.int8 else "ort"
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else super().precision
 
     @property
     def provider(self) -> str:
@@ -392,13 +460,19 @@ class OrtBackend(Backend):
             return False, "ort-fp16 targets ONNX Runtime's CUDA provider; run with --device cuda on a GPU"
         if self.fp16 and _fp16_converter() is None:
             return False, "nst_export.fp16_onnx_from_onnx is not available in this checkout"
+        if self.int8:
+            if self.device != "cpu":
+                return False, "ort-int8 is timed on the CPU (on GPUs INT8 is TensorRT's); run with --device cpu"
+            why = int8_unavailable()
+            if why:
+                return False, why
         return _export_stage_available(fp16=self.fp16)
 
     def _setup(self, workload: Workload) -> None:
         import onnxruntime as ort
 
         if self._session is None:
-            path = self.source.onnx_path("fp16" if self.fp16 else "fp32")
+            path = self.source.onnx_path("fp16" if self.fp16 else "int8" if self.int8 else "fp32")
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
@@ -434,7 +508,137 @@ class OrtBackend(Backend):
     def info(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        return {"onnxruntime": ort.__version__, "provider": self.provider}
+        return {"onnxruntime": ort.__version__, "provider": self.provider,
+                "session_options": "onnxruntime defaults (memory arena on)"}
+
+
+class OpenVinoBackend(Backend):
+    """Raw OpenVINO on the same ONNX file (FP32, or the INT8 QDQ file): ``compile_model`` with the latency hint
+    and f32 precision (as nst's runner), one infer request, uint8 NHWC host arrays in and out. CPU only."""
+
+    name = "openvino"
+
+    def __init__(self, *, device: str, source: ModelSource, int8: bool = False) -> None:
+        super().__init__(device=device, source=source)
+        self.int8 = int8
+        self.views = ("e2e",)
+        self._compiled: Any = None
+        self._request: Any = None
+        self._host: np.ndarray | None = None
+
+    @property
+    def label(self) -> str:
+        return "openvino-int8" if self.int8 else "openvino"
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp32"
+
+    def available(self) -> tuple[bool, str]:
+        if self.device != "cpu":
+            return False, f"{self.label} is timed on the CPU; run with --device cpu"
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return False, "openvino is not installed (pip install 'nst[openvino]')"
+        if self.int8:
+            why = int8_unavailable()
+            if why:
+                return False, why
+        return _export_stage_available()
+
+    def _setup(self, workload: Workload) -> None:
+        if self._compiled is None:
+            import openvino as ov
+
+            path = self.source.onnx_path("int8" if self.int8 else "fp32")
+            self._compiled = ov.Core().compile_model(
+                str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+            self._request = self._compiled.create_infer_request()
+            self._output = self._compiled.output(0)
+        self._host = workload.host_image()
+
+    def _e2e(self) -> np.ndarray:
+        self._request.infer({0: self._host}, share_inputs=True)
+        return np.array(self._request.get_tensor(self._output).data, copy=True)
+
+    def step(self, view: str) -> Callable[[], object]:
+        return self._e2e
+
+    def close(self) -> None:
+        self._host = None
+
+    def info(self) -> dict[str, Any]:
+        import openvino as ov
+
+        return {"openvino": ov.__version__, "hint": "LATENCY", "inference_precision": "f32"}
+
+
+class StylizerBackend(Backend):
+    """What an nst user gets: ``nst_runtime.Stylizer.open(file)`` (backend auto) and ``stylize`` on host numpy
+    images, FP32 file or INT8 file. Next to the raw engines' rows it shows the runtime's overhead and whether
+    ``auto`` picked the fastest engine."""
+
+    name = "nst"
+
+    def __init__(self, *, device: str, source: ModelSource, int8: bool = False) -> None:
+        super().__init__(device=device, source=source)
+        self.int8 = int8
+        self.views = ("e2e",)
+        self._stylizer: Any = None
+        self._images: list[np.ndarray] = []
+
+    @property
+    def label(self) -> str:
+        return "nst-int8" if self.int8 else "nst"
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp32"
+
+    def available(self) -> tuple[bool, str]:
+        if self.int8:
+            if self.device != "cpu":
+                return False, "nst-int8 is timed on the CPU; run with --device cpu"
+            why = int8_unavailable()
+            if why:
+                return False, why
+        if self.device == "cuda":
+            from nst_runtime.backends import choose_backend
+            from nst_runtime.errors import NstError
+
+            try:
+                choose_backend("onnx", device="cuda")
+            except NstError as exc:
+                return False, str(exc)
+        return _export_stage_available()
+
+    def _setup(self, workload: Workload) -> None:
+        if self._stylizer is None:
+            from nst_runtime import Stylizer
+
+            path = self.source.onnx_path("int8" if self.int8 else "fp32")
+            self._stylizer = Stylizer.open(path, device=self.device)
+        self._images = list(workload.host_image())
+
+    def _e2e(self) -> object:
+        if len(self._images) == 1:
+            return self._stylizer.stylize(self._images[0])
+        return self._stylizer.stylize_batch(self._images, batch_size=len(self._images))
+
+    def step(self, view: str) -> Callable[[], object]:
+        return self._e2e
+
+    def close(self) -> None:
+        self._images = []
+        if self._stylizer is not None:
+            self._runtime_backend = self._stylizer.backend
+            self._stylizer.close()
+            self._stylizer = None
+
+    def info(self) -> dict[str, Any]:
+        return {"runtime_backend": self._stylizer.backend if self._stylizer is not None
+                else getattr(self, "_runtime_backend", None)}
 
 
 class TensorRTBackend(Backend):
@@ -566,7 +770,8 @@ def _engine_builder() -> Callable[..., Any] | None:
 
 
 #: every feed-forward backend name the CLI accepts, in report order; "gatys" is handled by nst_bench.gatys
-FEED_FORWARD = ("torch", "torch-fp16", "torch-compile", "ort", "ort-fp16", "trt", "trt-fp16")
+FEED_FORWARD = ("torch", "torch-fp16", "torch-compile", "ort", "ort-fp16", "ort-int8", "openvino", "openvino-int8",
+                "nst", "nst-int8", "trt", "trt-fp16")
 
 
 def make_backend(name: str, *, device: str, source: ModelSource) -> Backend:
@@ -577,6 +782,11 @@ def make_backend(name: str, *, device: str, source: ModelSource) -> Backend:
         "torch-compile": lambda: TorchBackend(device=device, source=source, compile=True),
         "ort": lambda: OrtBackend(device=device, source=source),
         "ort-fp16": lambda: OrtBackend(device=device, source=source, fp16=True),
+        "ort-int8": lambda: OrtBackend(device=device, source=source, int8=True),
+        "openvino": lambda: OpenVinoBackend(device=device, source=source),
+        "openvino-int8": lambda: OpenVinoBackend(device=device, source=source, int8=True),
+        "nst": lambda: StylizerBackend(device=device, source=source),
+        "nst-int8": lambda: StylizerBackend(device=device, source=source, int8=True),
         "trt": lambda: TensorRTBackend(device=device, source=source),
         "trt-fp16": lambda: TensorRTBackend(device=device, source=source, fp16=True),
     }

@@ -57,8 +57,17 @@ def markdown(doc: dict[str, Any]) -> str:
         "- **Libraries:** " + ", ".join(f"{k} {v}" for k, v in libs.items() if v),
     ]
     peak = m.get("cpu_peak") or {}
-    if doc.get("config", {}).get("device") == "cpu" and peak.get("fp32_tflops"):
-        lines.append(f"- **Nominal CPU peak (estimate):** {peak['fp32_tflops']:.3f} TFLOP/s FP32 = "
+    sgemm, sgemm_end = m.get("cpu_sgemm") or {}, m.get("cpu_sgemm_end") or {}
+    on_cpu = doc.get("config", {}).get("device") == "cpu"
+    if on_cpu and sgemm.get("fp32_tflops"):
+        end = (f"; at the end of the run {sgemm_end['fp32_tflops'] * 1000:.1f} GFLOP/s (load "
+               f"{sgemm_end.get('loadavg_1m')})" if sgemm_end.get("fp32_tflops") else "")
+        lines.append(f"- **Peak used for % of peak (measured in this run):** SGEMM "
+                     f"{sgemm['fp32_tflops'] * 1000:.1f} GFLOP/s at the start (load {sgemm.get('loadavg_1m')}): "
+                     f"{sgemm['method']}{end}. INT8 rows count the FP32 network's FLOPs against the same roof.")
+    if on_cpu and peak.get("fp32_tflops"):
+        used = " (not used: the measured SGEMM peak is)" if sgemm.get("fp32_tflops") else " (used for % of peak)"
+        lines.append(f"- **Nominal CPU peak (estimate){used}:** {peak['fp32_tflops']:.3f} TFLOP/s FP32 = "
                      f"{peak['formula']}")
     lines += [
         "",

@@ -18,7 +18,7 @@ from nst_runtime.errors import UsageError
 from . import gatys as gatys_mod
 from .backends import FEED_FORWARD, Backend, ModelSource, Workload, make_backend
 from .harness import RepetitionPolicy, time_fn
-from .machine import loadavg, machine_info
+from .machine import loadavg, machine_info, measure_sgemm_peak
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class BenchConfig:
     gatys_iterations: int | None = None
     gatys_budget_s: float = 30.0
     progress: bool = True
+    #: seconds spent measuring the CPU's SGEMM throughput at the start and the end of a CPU run (the roof of
+    #: the "% of peak" column); 0 skips it and falls back to the nominal estimate
+    sgemm_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
@@ -84,7 +87,10 @@ def _peak_tflops(machine: dict[str, Any], device: str, precision: str) -> float 
     if device == "cuda":
         peaks = (machine.get("gpu") or {}).get("nominal_peak_tflops") or {}
         return peaks.get(precision)
-    return (machine.get("cpu_peak") or {}).get("fp32_tflops")
+    # CPU: the SGEMM throughput measured at the start of this run; INT8 rows are compared with it too (their
+    # FLOP count is the FP32 network's, so above 100 % means the integer kernels beat FP32's roof)
+    measured = (machine.get("cpu_sgemm") or {}).get("fp32_tflops")
+    return measured or (machine.get("cpu_peak") or {}).get("fp32_tflops")
 
 
 def _measure(backend: Backend, label: str, view: str, workload: Workload, cfg: BenchConfig,
@@ -125,6 +131,8 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
 
     started = time.time()
     machine = machine_info()
+    if cfg.device == "cpu" and cfg.sgemm_seconds > 0:
+        machine["cpu_sgemm"] = measure_sgemm_peak(seconds=cfg.sgemm_seconds)
     # ONNX files and engines go to a temporary folder, not next to the committed results.
     source = ModelSource(checkpoint=cfg.checkpoint, seed=cfg.seed)
     records: list[dict[str, Any]] = []
@@ -203,7 +211,15 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         notes.append("Gatys uses a randomly initialised VGG-16: timing only (a forward/backward pass costs the "
                      "same whatever the weights); its images are never shown as results.")
     notes.append(f"Timed network: {source.description}.")
+    int8_parity = getattr(source, "int8_parity", None)
+    if int8_parity:
+        notes.append("INT8 rows time NAME.int8.onnx made by nst_export.int8 (QDQ, calibrated on scikit-image's "
+                     "sample photos); on this timed network its gate measured min PSNR "
+                     f"{int8_parity.get('min_psnr_db') or float('inf'):.1f} dB against PyTorch FP32 (timing only: "
+                     "quality is measured on trained networks by tools/int8_quality.py).")
     source.close()
+    if cfg.device == "cpu" and cfg.sgemm_seconds > 0:
+        machine["cpu_sgemm_end"] = measure_sgemm_peak(seconds=cfg.sgemm_seconds)
     machine["loadavg_end"] = loadavg()
     return {
         "schema_version": SCHEMA_VERSION,

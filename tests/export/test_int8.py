@@ -1,0 +1,149 @@
+"""INT8 export (nst_export.int8): calibration on photos only, the structure TensorRT/ORT/OpenVINO need, and a
+quality gate that publishes nothing when it fails.
+
+The test network is the shared seeded TransformerNet (random weights, perturbed norms, output spanning 0..255;
+NOT trained): on it INT8 measures about 20 dB against PyTorch FP32, below the default gate, which is what
+the "never published" test relies on. Quality on a trained network is measured by tools/int8_quality.py."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from nst_runtime import ModelFileError, Stylizer, UsageError
+from nst_runtime.errors import ParityError
+from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+skimage_data = pytest.importorskip("skimage.data", reason="the calibration photos come from scikit-image")
+
+from nst_export.int8 import (  # noqa: E402
+    DEFAULT_OPTIONS,
+    Int8Options,
+    calibration_set,
+    check_int8_model,
+    int8_onnx_from_onnx,
+)
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+#: small enough to keep the tests fast: 64² calibration crops, held-out photos at most 96 px
+FAST = dict(calibration_size=64, held_out_max_side=96, method="minmax")
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        Image.fromarray(getattr(skimage_data, name)()[..., :3]).save(folder / f"{name}.png")
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8_path(tmp_path_factory, onnx_fp32_path, checkpoint_path, photo_dir):
+    out = tmp_path_factory.mktemp("int8") / "tiny.int8.onnx"
+    return int8_onnx_from_onnx(onnx_fp32_path, out, calibration_dir=photo_dir, checkpoint=checkpoint_path,
+                               options=Int8Options(min_psnr_db=10.0, **FAST))
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_without_calibration_photos_it_is_a_clear_error(onnx_fp32_path, tmp_path):
+    out = tmp_path / "m.int8.onnx"
+    with pytest.raises(UsageError, match="needs calibration photos: --calibration-dir"):
+        int8_onnx_from_onnx(onnx_fp32_path, out, calibration_dir=None)
+    (tmp_path / "two").mkdir()
+    for i in range(2):
+        (tmp_path / "two" / f"{i}.png").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"found 2 photo\(s\).*at least 3.*never calibrated on generated"):
+        int8_onnx_from_onnx(onnx_fp32_path, out, calibration_dir=tmp_path / "two")
+    with pytest.raises(UsageError, match="not a folder"):
+        int8_onnx_from_onnx(onnx_fp32_path, out, calibration_dir=tmp_path / "missing")
+    assert _leftovers(tmp_path) == ["two"]
+
+
+def test_photos_are_split_into_calibration_crops_and_held_out_images(photo_dir):
+    s = calibration_set(photo_dir, Int8Options(calibration_size=48, held_out_max_side=80, held_out_every=3))
+    # sorted names: astronaut, chelsea, coffee, hubble_deep_field, immunohistochemistry, rocket
+    assert s.held_out_names == ("astronaut.png", "hubble_deep_field.png")
+    assert set(s.calibration_names).isdisjoint(s.held_out_names) and len(s.calibration_names) == 4
+    assert all(c.shape == (48, 48, 3) and c.dtype == np.uint8 for c in s.calibration)
+    assert all(max(h.shape[:2]) <= 80 for h in s.held_out)
+    assert s.calibration[0].std() > 10  # photos, not blank crops
+
+
+def test_int8_file_has_the_structure_every_engine_needs(int8_path):
+    import onnx
+
+    model = onnx.load(int8_path)
+    check_int8_model(model)  # Conv inputs dequantized, per-channel weights, zero points 0, norms float
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("InstanceNormalization") > 0 and ops.count("DequantizeLinear") >= 2 * ops.count("Conv")
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    conv_outputs = {n.output[0] for n in model.graph.node if n.op_type == "Conv"}
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert not conv_outputs & quantized  # the default keeps convolution outputs float
+    assert producers[model.graph.output[0].name] == "Cast"  # I/O untouched: uint8 out through the float path
+
+
+def test_int8_file_passes_the_tensorrt_lint(int8_path):
+    if importlib.util.find_spec("nst_export.trt_lint") is None:
+        pytest.skip("nst_export.trt_lint is not in this checkout")
+    import onnx
+    from nst_export.trt_lint import tensorrt_lint
+
+    assert tensorrt_lint(onnx.load(int8_path)) == []
+
+
+def test_sidecar_reports_the_gate(int8_path, onnx_fp32_path):
+    meta = read_sidecar(int8_path)
+    assert meta.precision == "int8" and meta.kind == "onnx"
+    p = meta.parity
+    assert p["passed"] and p["reference"] == "pytorch-fp32" and p["tolerance"]["int8_min_psnr_db"] == 10.0
+    engines = {i["engine"] for i in p["images"]}
+    assert "onnxruntime" in engines
+    assert ("openvino" in engines) == (importlib.util.find_spec("openvino") is not None)
+    assert {"min_psnr_db", "mean_psnr_db", "max_abs_levels", "mean_abs_levels"} <= set(p)
+    assert p["calibration"]["images"] and p["calibration"]["method"] == "minmax"
+    assert meta.onnx_sha256 == read_sidecar(onnx_fp32_path).artifact_sha256 or meta.onnx_sha256
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_runs_on_onnxruntime_and_openvino(int8_path, onnx_fp32_path, backend):
+    if backend == "openvino" and importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed")
+    x = np.asarray(skimage_data.chelsea())[:96, :128]
+    with Stylizer.open(int8_path, device="cpu", backend=backend) as s8, \
+            Stylizer.open(onnx_fp32_path, device="cpu", backend="onnxruntime") as s32:
+        got, ref = s8.stylize(x), s32.stylize(x)
+    assert got.shape == x.shape and got.dtype == np.uint8
+    mse = np.mean((got.astype(float) - ref) ** 2)
+    assert 0 < mse and 10 * np.log10(255**2 / mse) > 10  # quantized (not identical), yet the same picture
+
+
+def test_failing_gate_publishes_nothing(onnx_fp32_path, checkpoint_path, photo_dir, tmp_path):
+    out = tmp_path / "tiny.int8.onnx"
+    with pytest.raises(ParityError, match=r"failed the quality gate.*PSNR.*Nothing was written"):
+        int8_onnx_from_onnx(onnx_fp32_path, out, calibration_dir=photo_dir, checkpoint=checkpoint_path,
+                            options=Int8Options(min_psnr_db=60.0, **FAST))
+    assert _leftovers(tmp_path) == []  # no file, no sidecar, no temp file
+    assert not sidecar_path(out).exists()
+
+
+def test_structure_check_refuses_a_float_graph(onnx_fp32_path):
+    import onnx
+
+    with pytest.raises(ModelFileError, match="not dequantized from int8"):
+        check_int8_model(onnx.load(onnx_fp32_path))
+
+
+def test_defaults_are_documented_values():
+    # docs/export.md states these; change both together
+    assert (DEFAULT_OPTIONS.method, DEFAULT_OPTIONS.calibration_size, DEFAULT_OPTIONS.max_calibration_images,
+            DEFAULT_OPTIONS.held_out_every) == ("percentile", 256, 32, 5)
+    with pytest.raises(UsageError):
+        Int8Options(method="kl")  # type: ignore[arg-type]
