@@ -121,10 +121,40 @@ class ModelSource:
             save_checkpoint(path, self.torch_net(), CheckpointMetadata(steps=0, source="nst-bench random init"))
         return path
 
+    @property
+    def onnx_input(self) -> bool:
+        """``--checkpoint model.onnx``: an ONNX file to time as it is (an nst artifact) or imported (a foreign
+        network, through nst-export's import); no PyTorch network exists for it."""
+        return self.checkpoint is not None and self.checkpoint.suffix.lower() == ".onnx"
+
+    def _from_onnx_input(self, source: Path, precision: str) -> Path:
+        from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+        if sidecar_path(source).is_file():  # an nst artifact: timed as it is, FP16 from it
+            if read_sidecar(source).precision != "fp32":
+                return source
+            self._onnx["fp32"] = source
+            if precision == "fp16":
+                from nst_export.fp16 import fp16_onnx_from_onnx
+
+                self._onnx["fp16"] = fp16_onnx_from_onnx(source, self.work_dir / "model.fp16.onnx")
+            return self._onnx[precision]
+        from nst_export.foreign import onnx_from_foreign
+
+        log.info("importing the foreign ONNX file %s", source)
+        result = onnx_from_foreign(source, self.work_dir / "model.onnx",
+                                   fp16_out=self.work_dir / "model.fp16.onnx")
+        self._onnx["fp32"] = result.fp32
+        if result.fp16 is not None:
+            self._onnx["fp16"] = result.fp16
+        return self._onnx[precision]
+
     def onnx_path(self, precision: str = "fp32") -> Path:
         """Export (once) the FP32 or FP16 ONNX with the uint8 NHWC contract."""
         if precision in self._onnx:
             return self._onnx[precision]
+        if self.checkpoint is not None and self.onnx_input and precision in ("fp32", "fp16"):
+            return self._from_onnx_input(self.checkpoint, precision)
         from nst_export import onnx_export
 
         fp32 = self.work_dir / "model.onnx"
@@ -312,6 +342,9 @@ class TorchBackend(Backend):
         return "torch-compile" if self.compile else "torch-fp16" if self.fp16 else "torch"
 
     def available(self) -> tuple[bool, str]:
+        if self.source.onnx_input:
+            return False, "--checkpoint is an ONNX file: there is no PyTorch network to time (the ONNX backends " \
+                          "time it)"
         try:
             import torch  # noqa: F401
         except ImportError:
