@@ -32,7 +32,7 @@ from .run import ALL_BACKENDS, DEFAULT_SIZES, GATYS_SIZES, BenchConfig, parse_si
 
 log = logging.getLogger("nst_bench")
 
-EXIT_CODES = (9,)
+EXIT_CODES = (3, 9)
 REPORT_FILES = ("results.json", "results.md", "results.png")
 
 EPILOG = """\

@@ -157,10 +157,12 @@ def train_model(cfg: QuickstartConfig, res: QuickstartResult) -> None:
         save_checkpoint(res.checkpoint, TransformerNet(), CheckpointMetadata(steps=0, source="quickstart untrained"))
         return
     argv = ["--style", str(res.style), "--content-dir", str(cfg.out / "samples" / "content"),
-            "--out", str(res.checkpoint), "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
+            "-o", str(res.checkpoint), "--steps", str(cfg.steps), "--batch-size", str(cfg.batch_size),
             "--image-size", str(cfg.image_size), "--vgg-weights", res.vgg_weights, "--device", cfg.device,
             # eight small images: worker processes would cost more than they save on two cores
-            "--num-workers", "0"]
+            "--num-workers", "0",
+            # the demo rebuilds its own model on every run (nst-train refuses to replace a run without it)
+            "--overwrite"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-VGG warning was already printed above, loudly
         _call_cli(train_main, argv, "nst-train")
@@ -184,7 +186,7 @@ def export_model(cfg: QuickstartConfig, res: QuickstartResult) -> None:
     export_main = _entry_point("nst_export.cli", "main")
     trt_ok, why = _tensorrt_ready()
     if export_main is not None:
-        argv = [str(res.checkpoint), "--fp16", "--out-dir", str(out_dir), "--name", "model"]
+        argv = [str(res.checkpoint), "--fp16", "-o", str(out_dir), "--name", "model"]
         if not trt_ok:
             _say(f"  no TensorRT engine here ({why}): exporting the ONNX files only (--onnx-only)")
             argv.append("--onnx-only")

@@ -20,7 +20,7 @@ EXIT_CODES: dict[int, str] = {
     4: "an image or video that cannot be read (ImageError)",
     5: "the parity gate failed: the exported file differs from PyTorch and is not written",
     6: "a backend, GPU or nst stage that is not installed here; the message names what to install",
-    7: "the VGG-16 loss-network weights are not available",
+    7: "the VGG loss-network weights are not available",
     8: "some inputs of a batch failed; the others were written (BatchError)",
     9: "an output that cannot be written (no permission, disk full); the previous file is kept",
     130: "interrupted (Ctrl-C)",

@@ -283,3 +283,25 @@ def test_write_errors_choose_their_fix_by_errno(number, fix):
     assert fix in text and text.startswith(f"out/x.png: cannot write ({os.strerror(number)})")
     if number in (errno.EACCES, errno.EPERM, errno.EROFS):
         assert "disk space" not in text
+
+
+def test_docs_exit_code_table_matches_the_commands():
+    """docs/robustness.md shows EXIT_CODES and, per command, the codes its --help lists."""
+    from nst_runtime.commands import COMMANDS, load_command
+    from nst_runtime.errors import EXIT_CODES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text()
+    header = next(ln for ln in text.splitlines() if ln.startswith("| code | meaning |"))
+    names = [cell.strip().strip("`").removeprefix("nst-") for cell in header.strip("|").split("|")[2:]]
+    assert sorted(names) == sorted(COMMANDS), "regenerate the table: python tools/exit_code_table.py"
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 + len(names) and cells[0].isdigit():
+            rows[int(cells[0])] = cells
+    assert sorted(rows) == sorted(EXIT_CODES), "regenerate the table: python tools/exit_code_table.py"
+    for code, cells in rows.items():
+        assert cells[1] == EXIT_CODES[code], "regenerate the table: python tools/exit_code_table.py"
+        documented = {name for name, mark in zip(names, cells[2:], strict=True) if mark}
+        actual = {name for name in names if code in load_command(name).exit_codes}
+        assert documented == actual, f"exit {code}: regenerate the table: python tools/exit_code_table.py"
