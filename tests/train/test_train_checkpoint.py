@@ -159,3 +159,24 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"x": Evil()}, path)
     with pytest.raises(CheckpointError, match=r"evil\.pth.*refused"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, tiny_net, bad, suffix):
+    state = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    state["res3.conv2.conv2d.weight"][1, 2, 0, 0] = bad
+    path = save_checkpoint(tmp_path / f"diverged{suffix}", state, CheckpointMetadata(steps=5))
+    with pytest.raises(CheckpointError, match=r"diverged\.\w+: parameter res3\.conv2\.conv2d\.weight holds") as info:
+        load_checkpoint(path)
+    assert info.value.exit_code == 3
+    kind = "1 NaN and 0 Inf" if bad != bad else "0 NaN and 1 Inf"
+    assert kind in str(info.value)
+
+
+def test_non_finite_plain_state_dict_is_refused(tmp_path, tiny_net):
+    state = {k: v.clone() for k, v in tiny_net.state_dict().items()}
+    state["in5.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "theirs.pth")  # a pytorch/examples file
+    with pytest.raises(CheckpointError, match=r"in5\.bias holds 1 NaN"):
+        load_checkpoint(tmp_path / "theirs.pth")

@@ -16,9 +16,10 @@ from PIL import Image
     (train_main, ["--style", "--content-dir", "-o, --output", "--resume", "--image-size", "--batch-size", "--lr",
                   "--epochs", "--steps", "--seed", "--device", "--vgg-weights", "--content-weight",
                   "--style-weight", "--tv-weight", "--log-every", "--checkpoint-every", "--preview-every",
-                  "--amp", "--no-amp", "--channels-last", "--compile", "--num-workers", "torchrun"]),
+                  "--amp", "--no-amp", "--channels-last", "--compile", "--num-workers", "torchrun", "--recipe",
+                  "pytorch-examples", "johnson2016", "--init", "caffe", "run.json"]),
     (gatys_main, ["--iterations", "--optimizer", "--init", "--image-size", "--vgg-weights", "--device",
-                  "--history", "lbfgs", "adam"]),
+                  "--history", "lbfgs", "adam", "--recipe", "johnson2016-baseline", "gatys2016"]),
 ])
 def test_help_teaches(capsys, main, options):
     assert main(["--help"]) == 0
@@ -104,3 +105,51 @@ def test_module_is_runnable_for_torchrun():
     proc = subprocess.run([sys.executable, "-m", "nst_train.cli", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "nst-train" in proc.stdout
+
+
+def test_pytorch_examples_recipe_reads_an_imagefolder(tmp_path, samples, capsys):
+    # the samples' content folder has no subfolders: as torchvision's ImageFolder, nothing to read
+    rc = train_main(_train_args(samples, tmp_path / "m.pth", "--recipe", "pytorch-examples", "--steps", "1"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "ImageFolder" in err and "Pass the parent folder" in err
+    # its parent holds content/ as the one class folder
+    rc = train_main(["--recipe", "pytorch-examples", "--style", str(samples / "style.png"), "--content-dir",
+                     str(samples), "-o", str(tmp_path / "m.pth"), "--image-size", "32", "--batch-size", "4",
+                     "--vgg-weights", "random", "--num-workers", "0", "--device", "cpu", "--no-progress",
+                     "--steps", "2"])
+    assert rc == 0
+    meta = load_checkpoint(tmp_path / "m.pth").metadata
+    assert meta.recipe == "pytorch-examples"
+    t = meta.training
+    # the recipe's values, except what the command line overrode
+    assert (t["listing"], t["shuffle"], t["drop_last"], t["content_resize"], t["style_size"], t["amp"]) == \
+        ("imagefolder", False, False, "center-crop", "original", False)
+    assert (t["image_size"], t["batch_size"], t["steps"], t["epochs"]) == (32, 4, 2, None)
+    run = json.loads((tmp_path / "m.run" / "run.json").read_text())
+    assert run["overrides"] == {"image_size": 32, "batch_size": 4, "steps": 2, "vgg_weights": "random"}
+
+
+def test_train_init_and_style_size_original(tmp_path, samples, tiny_net):
+    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
+
+    init = save_checkpoint(tmp_path / "start.pth", tiny_net, CheckpointMetadata(steps=7))
+    out = tmp_path / "m.pth"
+    assert train_main(_train_args(samples, out, "--steps", "1", "--init", str(init), "--style-size", "original",
+                                  "--lr", "1e-12")) == 0
+    meta = load_checkpoint(out).metadata
+    assert meta.init["path"] == str(init) and meta.training["style_size"] == "original"
+    assert train_main(_train_args(samples, out, "--steps", "1", "--init", str(tmp_path / "nope.pth"))) == 2
+
+
+def test_gatys2016_recipe_runs(tmp_path, samples):
+    content = sorted((samples / "content").iterdir())[0]
+    out, hist = tmp_path / "g.png", tmp_path / "h.json"
+    assert gatys_main([str(content), str(samples / "style.png"), "-o", str(out), "--recipe", "gatys2016",
+                       "--vgg-weights", "random", "--image-size", "40", "--iterations", "3", "--device", "cpu",
+                       "--history", str(hist), "--no-progress"]) == 0
+    doc = json.loads(hist.read_text())
+    assert doc["recipe"] == "gatys2016" and doc["vgg_preprocessing"] == "caffe"
+    assert doc["settings"]["vgg_arch"] == "vgg19" and doc["settings"]["content_layer"] == "relu4_2"
+    assert max(doc["height"], doc["width"]) == 40  # neural-style's image_size: the longer side
+    assert len(doc["history"]) == 3 and doc["history"][-1]["loss"] < doc["history"][0]["loss"]
+    assert Image.open(out).size == (doc["width"], doc["height"])

@@ -74,8 +74,24 @@ def test_resume_after_a_crash_gives_identical_weights(tmp_path, tiny_config):
     assert steps == list(range(1, 8))
 
 
-def test_ctrl_c_saves_state_and_resume_matches(tmp_path, tiny_config):
+@pytest.fixture(params=["ignored", "custom"])
+def sigint_before(request):
+    """A SIGINT handler other than Python's default, as a runner may start with (nohup, some CI shells ignore
+    SIGINT); the test compares with it, never with the default. Restored afterwards."""
+    original = signal.getsignal(signal.SIGINT)
+
+    def custom(signum, frame):  # pragma: no cover - never called: training installs its own handler
+        raise AssertionError("the runner's handler must not see the training's Ctrl-C")
+
+    before = signal.SIG_IGN if request.param == "ignored" else custom
+    signal.signal(signal.SIGINT, before)
+    yield before
+    signal.signal(signal.SIGINT, original)
+
+
+def test_ctrl_c_saves_state_and_resume_matches(tmp_path, tiny_config, sigint_before):
     ref = train(tiny_config(tmp_path / "ref" / "m.pth", steps=5, batch_size=1, seed=11))
+    assert signal.getsignal(signal.SIGINT) is sigint_before  # a run without Ctrl-C restores it too
 
     def interrupt_at_3(record: StepRecord) -> None:
         if record.step == 3:
@@ -85,7 +101,8 @@ def test_ctrl_c_saves_state_and_resume_matches(tmp_path, tiny_config):
     with pytest.raises(TrainingInterrupted) as info:
         train(cfg, callback=interrupt_at_3)
     assert info.value.step == 3 and info.value.state_path.is_file()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # restored to whatever it was before the call (not to Python's default, which the runner may not have had)
+    assert signal.getsignal(signal.SIGINT) is sigint_before
     resumed = train(tiny_config(tmp_path / "run" / "m.pth", steps=5, batch_size=1, seed=11, resume=True))
     a, b = _weights(ref.model), _weights(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -164,3 +181,71 @@ def test_cuda_training_with_and_without_amp(tmp_path, tiny_config, amp):
     assert all(torch.isfinite(torch.tensor(r.total)) for r in records)
     assert records[-1].total < records[0].total
     assert load_checkpoint(result.checkpoint).metadata.steps == 6
+
+
+def test_divergence_stops_without_writing_and_keeps_the_last_good_state(tmp_path, tiny_config, monkeypatch):
+    from nst_train.train import TrainingDivergedError
+    from nst_train.training_state import load_training_state
+
+    def poison_at_3(record: StepRecord) -> None:
+        if record.step == 3:  # what a diverging Adam step does: a weight becomes NaN
+            with torch.no_grad():
+                model.res2.conv1.conv2d.weight[0, 0, 0, 0] = float("nan")
+
+    import nst_train.train as train_module
+
+    real = train_module.TransformerNet
+    model = None
+
+    def capture():
+        nonlocal model
+        model = real()
+        return model
+
+    cfg = tiny_config(tmp_path / "m.pth", steps=6, checkpoint_every=2, log_every=1)
+    monkeypatch.setattr(train_module, "TransformerNet", capture)
+    with pytest.raises(TrainingDivergedError) as info:
+        train(cfg, callback=poison_at_3)
+    err = info.value
+    assert err.exit_code == 3 and err.step == 3
+    assert "res2.conv1.conv2d.weight holds NaN or Inf" in str(err) and "lower --lr" in str(err)
+    state_path = tmp_path / "m.run" / "state.pth"
+    assert err.last_good_state == state_path and str(state_path) in str(err)
+    assert not cfg.out.exists()  # no checkpoint from a diverged network
+    state = load_training_state(state_path)
+    assert state.step == 2 and all(torch.isfinite(v).all() for v in state.model.values())
+
+
+def test_non_finite_loss_stops_the_run(tmp_path, tiny_config, monkeypatch):
+    import nst_train.train as train_module
+    from nst_train.losses import LossTerms
+    from nst_train.train import TrainingDivergedError
+
+    real = train_module.PerceptualObjective
+
+    class Exploding(real):
+        def __call__(self, y, x):
+            t = super().__call__(y, x)
+            return LossTerms(content=t.content * float("inf"), style=t.style, tv=t.tv)
+
+    monkeypatch.setattr(train_module, "PerceptualObjective", Exploding)
+    with pytest.raises(TrainingDivergedError, match=r"at step 1: the loss is not finite.*no state was saved"):
+        train(tiny_config(tmp_path / "m.pth", steps=3, log_every=1, checkpoint_every=1))
+    assert not (tmp_path / "m.pth").exists() and not (tmp_path / "m.run" / "state.pth").exists()
+
+
+@pytest.mark.parametrize("capability,dtype,scaler", [
+    ((7, 5), torch.float16, True),   # Turing: bf16 only emulated, though is_bf16_supported() says yes
+    ((7, 0), torch.float16, True),
+    ((8, 0), torch.bfloat16, False),  # Ampere and later: native bf16, no scaler needed
+    ((9, 0), torch.bfloat16, False),
+])
+def test_amp_uses_bf16_only_from_compute_capability_8(monkeypatch, capability, dtype, scaler):
+    from nst_train.train import amp_policy
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    policy = amp_policy(torch.device("cuda", 0), None)  # None: on for CUDA
+    assert (policy.enabled, policy.dtype, policy.scaler) == (True, dtype, scaler)
+    assert amp_policy(torch.device("cuda", 0), False).enabled is False
+    assert amp_policy(torch.device("cpu"), True).enabled is False

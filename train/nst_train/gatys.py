@@ -126,13 +126,15 @@ def gatys_stylize(
     sync()
     start = time.perf_counter()
     with torch.no_grad():
-        content_target = vgg(content.float(), (weights.content_layer,))[weights.content_layer]
-        style_grams = {k: gram_matrix(v) for k, v in vgg(style.float(), weights.style_layers).items()}
+        # float32, or float64 when given (the tests check the objective at float64 rounding)
+        dtype = torch.float64 if content.dtype == torch.float64 else torch.float32
+        content_target = vgg(content.to(dtype), (weights.content_layer,))[weights.content_layer]
+        style_grams = {k: gram_matrix(v) for k, v in vgg(style.to(dtype), weights.style_layers).items()}
     if init == "content":
-        image = content.detach().float().clone()
+        image = content.detach().to(dtype).clone()
     else:
         gen = torch.Generator().manual_seed(seed)
-        image = (torch.rand(content.shape, generator=gen) * 255.0).to(device)
+        image = (torch.rand(content.shape, generator=gen, dtype=dtype) * 255.0).to(device)
     image.requires_grad_(True)
     layers = weights.layers
 

@@ -338,7 +338,7 @@ def load_vgg(arch: str = "vgg16", weights: WeightsSpec = "imagenet", *,
         state = _load_state(path, arch)
     chosen: Preprocessing = known.preprocessing if known else (preprocessing or "torchvision")
     if known and preprocessing and preprocessing != known.preprocessing:
-        log.warning("%s weights were trained with %s preprocessing; using it instead of %s", known.origin,
+        log.warning("the VGG weights are %s, trained with %s preprocessing: using that, not %s", known.origin,
                     known.preprocessing, preprocessing)
     net = VGGFeatures(arch, chosen, last_layer)
     if state is not None:
