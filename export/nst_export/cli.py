@@ -38,6 +38,7 @@ DEFAULT_OPSET, MIN_OPSET, MAX_OPSET = 18, 18, 24
 DEFAULT_SHAPES = {"min": (1, 8, 8), "opt": (1, 1080, 1920), "max": (1, 2160, 3840)}
 DEFAULT_OPTIMIZATION_LEVEL = 3
 DEFAULT_FP32_TOL, DEFAULT_FP16_MIN_PSNR = 1, 40.0
+DEFAULT_INT8_MIN_PSNR, DEFAULT_CALIBRATION_METHOD = 30.0, "percentile"
 
 EPILOG = """\
 examples:
@@ -56,6 +57,10 @@ examples:
       a pytorch/examples fast_neural_style checkpoint; a version-compatible engine for tensorrt_lean.
   nst export mosaic.pth --onnx-only
       the same command through the nst group.
+  nst-export mosaic.pth --onnx-only --int8 --calibration-dir photos/
+      adds out/mosaic.int8.onnx: convolutions in INT8 (QDQ), calibrated on the photos in photos/ (32 at
+      most, every 5th held out), written only if the held-out photos keep --int8-min-psnr against PyTorch
+      FP32 on ONNX Runtime and OpenVINO. Fastest on CPUs with OpenVINO: nst-stylize out/mosaic.int8.onnx ...
   nst-export mosaic-9.onnx --fp16 --onnx-only
       import an ONNX style network from elsewhere (the ONNX Model Zoo's: opset 8/9, fixed 1x3x224x224, float
       0..255): the uint8 NHWC contract by graph composition, sizes made dynamic where the graph allows, FP16,
@@ -150,6 +155,17 @@ def _shape_option(label: str) -> Any:
               help="parity gate: max |difference| in uint8 levels for the FP32 ONNX")
 @click.option("--fp16-min-psnr", type=float, default=DEFAULT_FP16_MIN_PSNR, show_default=True, metavar="DB",
               help="parity gate: minimum PSNR in dB for the FP16 ONNX")
+@click.option("--int8", is_flag=True,
+              help="also write NAME.int8.onnx: convolutions INT8 (QDQ, per-channel weights), InstanceNorm and I/O "
+                   "float, calibrated on --calibration-dir; for CPUs (OpenVINO, ONNX Runtime)")
+@click.option("--calibration-dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="--int8: photos like the ones you will stylize (at least 3; up to 32 calibrate, every 5th is "
+                   "held out for the quality gate)")
+@click.option("--calibration-method", type=click.Choice(("percentile", "entropy", "minmax")),
+              default=DEFAULT_CALIBRATION_METHOD, show_default=True, help="--int8: how activation ranges are set")
+@click.option("--int8-min-psnr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_INT8_MIN_PSNR,
+              show_default=True, metavar="DB",
+              help="--int8 quality gate: minimum PSNR in dB of every held-out photo against PyTorch FP32")
 @click.option("--triton-repo", type=click.Path(path_type=Path), metavar="DIR",
               help="also write DIR/NAME/config.pbtxt with 1/model.plan (or 1/model.onnx with --onnx-only)")
 @click.option("--fixed-size", is_flag=True,
@@ -164,8 +180,17 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
            max_shape: tuple[int, int, int], timing_cache: Path | None, version_compatible: bool,
            builder_opt_level: int, workspace_gib: float | None, fp32_tol: int, fp16_min_psnr: float,
            triton_repo: Path | None, quiet: bool, verbose: int, fixed_size: bool = False,
-           input_range: tuple[float, float] = (0.0, 255.0), output_range: tuple[float, float] = (0.0, 255.0)) -> int:
+           input_range: tuple[float, float] = (0.0, 255.0), output_range: tuple[float, float] = (0.0, 255.0),
+           int8: bool = False, calibration_dir: Path | None = None,
+           calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+           int8_min_psnr: float = DEFAULT_INT8_MIN_PSNR) -> int:
     setup_logging("nst-export", verbose=verbose, quiet=quiet, default=logging.INFO)
+    if int8 and calibration_dir is None:
+        raise UsageError("--int8 needs --calibration-dir DIR: a folder of photos like the ones you will stylize "
+                         "(at least 3). INT8 ranges are measured on them; nst never calibrates on generated "
+                         "images.")
+    if calibration_dir is not None and not int8:
+        raise UsageError("--calibration-dir is for --int8; add --int8 (or drop --calibration-dir).")
     if device.kind == "cpu" and not onnx_only:
         raise UsageError("--device cpu: TensorRT builds engines on a GPU. Fix: add --onnx-only (the ONNX files "
                          "are built and checked on the CPU anyway), or choose --device cuda:N.")
@@ -178,6 +203,8 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
         version_compatible=version_compatible, builder_opt_level=builder_opt_level,
         workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
         fixed_size=fixed_size, input_range=input_range, output_range=output_range,
+        int8=int8, calibration_dir=calibration_dir, calibration_method=calibration_method,
+        int8_min_psnr=int8_min_psnr,
     )
     check_source(checkpoint)
     refuse_replacing_inputs([checkpoint], planned_outputs(options),
@@ -233,6 +260,7 @@ def planned_outputs(options: ExportOptions) -> list[Path]:
     """Every file this export may write (artifacts and their sidecars)."""
     name = options.name or options.checkpoint.stem
     names = [f"{name}.onnx"] + ([f"{name}.fp16.onnx"] if options.fp16 else [])
+    names += [f"{name}.int8.onnx"] if options.int8 else []
     names += [f"{name}.tiling.onnx"] if options.tiling_graph else []
     names += [] if options.onnx_only else [f"{name}.{'fp16' if options.fp16 else 'fp32'}.engine"]
     files = [options.out_dir / n for n in names]
@@ -298,6 +326,11 @@ class ExportOptions:
     fixed_size: bool = False
     input_range: tuple[float, float] = (0.0, 255.0)
     output_range: tuple[float, float] = (0.0, 255.0)
+    #: NAME.int8.onnx (nst_export.int8), calibrated on the photos of calibration_dir
+    int8: bool = False
+    calibration_dir: Path | None = None
+    calibration_method: str = DEFAULT_CALIBRATION_METHOD
+    int8_min_psnr: float = DEFAULT_INT8_MIN_PSNR
 
 
 def run(args: ExportOptions) -> list[Path]:
@@ -318,6 +351,7 @@ def run(args: ExportOptions) -> list[Path]:
     name = args.name or args.checkpoint.stem
     out_dir: Path = args.out_dir
     steps = ["FP32 ONNX + parity"] + (["FP16 ONNX + parity"] if args.fp16 else [])
+    steps += ["INT8 ONNX + calibration + gate"] if args.int8 else []
     steps += ["tiling ONNX + check"] if args.tiling_graph else []
     steps += [] if args.onnx_only else ["TensorRT engine"]
     steps += ["Triton repository"] if args.triton_repo else []
@@ -344,6 +378,16 @@ def run(args: ExportOptions) -> list[Path]:
                                           tolerance=tolerance)
         written.append(deploy_onnx)
         done(t0, deploy_onnx)
+    if args.int8:
+        from .int8 import Int8Options, int8_onnx_from_onnx
+
+        t0 = begin(f"INT8 ONNX (QDQ), calibrated on {args.calibration_dir}")
+        onnx8 = int8_onnx_from_onnx(
+            onnx32, out_dir / f"{name}.int8.onnx", calibration_dir=args.calibration_dir, checkpoint=args.checkpoint,
+            options=Int8Options(method=args.calibration_method,  # type: ignore[arg-type]
+                                min_psnr_db=args.int8_min_psnr))
+        written.append(onnx8)
+        done(t0, onnx8)
     if args.tiling_graph:
         from .tiling_graph import tiling_onnx_from_checkpoint
 

@@ -52,7 +52,10 @@ examples:
   nst-stylize candy.fp16.engine clip.mp4 -o styled/           a video (audio stream copied)
   nst-stylize candy.onnx huge.tif -o out/ --tile 1024         run a large image in overlapping tiles
   nst-stylize candy.onnx a.png b.png -o out/ --format webp    choose the output format
-  nst-stylize candy.onnx x.jpg -o out/ --device cpu           ONNX Runtime on CPU even if a GPU exists
+  nst-stylize candy.onnx x.jpg -o out/ --device cpu           the CPU even if a GPU exists (OpenVINO on x86
+                                                              when installed, else ONNX Runtime)
+  nst-stylize candy.int8.onnx x.jpg -o out/ -v                the INT8 file (nst-export --int8); -v names the
+                                                              backend chosen and the order it was chosen in
   nst stylize candy.onnx x.jpg -o out/                        the same command through the nst group
   nst-stylize candy.onnx big.jpg -o out/ --scale 0.5          strokes twice as large, about 4x faster
   nst-stylize candy.onnx x.jpg -o out/ --preserve-color --strength 0.7
@@ -95,8 +98,9 @@ class Job:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(path_type=Path))
 @output_option("output folder; or an output file name when there is exactly one input file")
 @click.option("-r", "--recursive", is_flag=True, help="descend into subfolders of INPUT folders")
-@click.option("--backend", type=click.Choice(("auto", "onnxruntime", "tensorrt")), default="auto",
-              show_default=True, help="auto: TensorRT for engines, ONNX Runtime for ONNX files")
+@click.option("--backend", type=click.Choice(("auto", "onnxruntime", "openvino", "tensorrt")), default="auto",
+              show_default=True, help="auto: the first present of TensorRT (engines), ONNX Runtime's GPU "
+              "providers, OpenVINO (x86 CPUs), ONNX Runtime on the CPU; -v shows the choice and the order")
 @device_option("auto (a GPU when one is usable, else the CPU), cpu (ONNX Runtime only), cuda (GPU 0) or "
                "cuda:N")
 @click.option("--providers", metavar="LIST", help="ONNX Runtime providers, comma-separated, e.g. "
@@ -104,7 +108,7 @@ class Job:
 @positive_int("--contexts", 2, "TensorRT execution contexts")
 @click.option("--cuda-graphs", is_flag=True, help="TensorRT: capture and replay CUDA graphs")
 @click.option("--no-verify", is_flag=True, help="skip the SHA-256 check of the model file")
-@threads_option("ONNX Runtime CPU threads per network call (default: all cores)")
+@threads_option("CPU threads per network call, ONNX Runtime or OpenVINO (default: all cores)")
 @click.option("--tile", type=click.IntRange(min=1), metavar="PX",
               help="largest height/width per network call; larger images are tiled")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True, metavar="PX",

@@ -147,3 +147,35 @@ def test_defaults_are_documented_values():
             DEFAULT_OPTIONS.held_out_every) == ("percentile", 256, 32, 5)
     with pytest.raises(UsageError):
         Int8Options(method="kl")  # type: ignore[arg-type]
+
+
+def test_cli_int8_needs_calibration_photos(checkpoint_path, tmp_path, capsys):
+    from nst_export.cli import main
+
+    code = main([str(checkpoint_path), "-o", str(tmp_path / "out"), "--onnx-only", "--int8", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--int8 needs --calibration-dir" in err
+    code = main([str(checkpoint_path), "-o", str(tmp_path / "out"), "--onnx-only", "--calibration-dir",
+                 str(tmp_path), "-q"])
+    assert code == 2 and "--calibration-dir is for --int8" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_cli_defaults_are_the_librarys():
+    from nst_export import cli
+
+    assert cli.DEFAULT_INT8_MIN_PSNR == DEFAULT_OPTIONS.min_psnr_db
+    assert cli.DEFAULT_CALIBRATION_METHOD == DEFAULT_OPTIONS.method
+
+
+@pytest.mark.slow
+def test_cli_int8_writes_the_gated_file(checkpoint_path, photo_dir, tmp_path, capsys):
+    from nst_export.cli import main
+
+    out = tmp_path / "out"
+    code = main([str(checkpoint_path), "-o", str(out), "--onnx-only", "--no-tiling-graph", "--int8",
+                 "--calibration-dir", str(photo_dir), "--calibration-method", "minmax", "--int8-min-psnr", "10",
+                 "--name", "m", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert read_sidecar(out / "m.int8.onnx").precision == "int8"
+    assert "int8" in capsys.readouterr().out  # the summary table lists it
