@@ -76,6 +76,8 @@ class RunExtras:
     codec: str | None = None
     #: the steady (temporal) mode's weight, None when off
     steady_weight: float | None = None
+    #: --ray: the images run as a Ray Data job ("" a local Ray, else the cluster's address); None: in-process
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,10 @@ class Job:
               help="JPEG/WebP quality")
 @max_pixels_option(DEFAULT_MAX_PIXELS)
 @positive_int("--jobs", 2, "decode/encode threads")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="stylize the images as a Ray Data job (needs nst[serve]): a local Ray, or the cluster at "
+                   "ADDRESS (--ray=HOST:6379); writes OUT/manifest.jsonl and a rerun resumes from it. Put it "
+                   "after the inputs. See docs/serving.md")
 @no_progress_option
 @verbosity_options
 def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool, backend: str, device: Device,
@@ -139,7 +145,7 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
             max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int, tile_halo: int | None = None,
             steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
-            codec: str | None = None) -> int:
+            codec: str | None = None, ray_address: str | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
     return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
                 providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
@@ -147,7 +153,7 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
                 format_=format_, quality=quality, max_pixels=max_pixels or None, jobs=jobs,
                 progress=not (quiet or no_progress), quiet=quiet,
                 extras=RunExtras(tile_halo=tile_halo, steps=steps or {}, crf=crf, codec=codec,
-                                 steady_weight=steady_weight if steady else None))
+                                 steady_weight=steady_weight if steady else None, ray_address=ray_address))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,6 +241,13 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     if job_list[0].exact is None:
         ensure_writable_folder(output)
     provider_list = [p.strip() for p in providers.split(",")] if providers else None
+    if extras.ray_address is not None:
+        return _run_on_ray(extras.ray_address, model=model, job_list=job_list, output=output, device=device,
+                           threads=threads, quiet=quiet, progress=progress, format_=format_, quality=quality,
+                           max_pixels=max_pixels, stylize_options=extras.steps, open_options=dict(
+                               backend=backend, providers=provider_list, tile=tile, tile_overlap=tile_overlap,
+                               verify_hash=verify, contexts=contexts, cuda_graphs=cuda_graphs,
+                               tile_halo=extras.tile_halo))
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
     done = 0
@@ -307,6 +320,51 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                          f"{done} written to {output}.")
     if not quiet:
         print(f"nst-stylize: {done} written to {output}", file=sys.stderr)
+    return 0
+
+
+#: the Ray Data job behind --ray lives in the serve stage (nst[serve]); imported only when --ray is given
+RAY_JOB = "nst_serve.batch_job:stylize_on_ray"
+
+
+def _run_on_ray(address: str, *, model: Path, job_list: Sequence[Job], output: Path, device: Device,
+                threads: int | None, quiet: bool, progress: bool, format_: str | None, quality: int,
+                max_pixels: int | None, stylize_options: dict[str, Any], open_options: dict[str, Any]) -> int:
+    """The images of ``job_list`` as a Ray Data job: the same outputs, names, failure list and exit code."""
+    import importlib
+
+    from .options import missing_module_error
+
+    odd = [job.src for job in job_list if is_video(job.src) or job.exact is not None]
+    if odd:
+        raise UsageError(f"--ray stylizes folders of images into an output folder; {odd[0]} is a video or a "
+                         "single named output. Fix: run videos and single files without --ray.")
+    module_name, _, attribute = RAY_JOB.partition(":")
+    try:
+        job_module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise missing_module_error(exc, prog="nst-stylize --ray", extra="serve") from exc
+    items = [job_module.RayItem(str(job.src), str(job.src), job.dst_stem) for job in job_list]
+    report = getattr(job_module, attribute)(
+        model, items, output, format=format_, quality=quality, max_pixels=max_pixels, device=device.kind,
+        threads=threads, open_options=open_options, stylize_options=stylize_options, address=address or None,
+        progress=progress)
+    if report.skipped and not quiet:
+        print(f"nst-stylize: {report.skipped} of {report.total} inputs already done (verified by "
+              f"{report.manifest})", file=sys.stderr)
+    if len(job_list) == 1 and len(report.failures) == 1:
+        error = NstError(report.failures[0][1])  # a single input: its own line and exit code
+        error.exit_code = report.failures[0][2]
+        raise error
+    if report.failures:
+        print(f"nst-stylize: {len(report.failures)} of {len(job_list)} inputs failed:", file=sys.stderr)
+        for src, why, _code in report.failures:
+            print(f"  {why}" if why.startswith(src) else f"  {src}: {why}", file=sys.stderr)
+        raise BatchError(f"{len(report.failures)} of {len(job_list)} inputs failed or were incomplete (listed "
+                         f"above); {report.written + report.skipped} written to {output}.")
+    if not quiet:
+        print(f"nst-stylize: {report.written + report.skipped} written to {output} "
+              f"({report.images_per_s:.2f} images/s on Ray; manifest {report.manifest})", file=sys.stderr)
     return 0
 
 

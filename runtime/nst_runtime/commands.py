@@ -28,12 +28,13 @@ COMMANDS: dict[str, str] = {
     "stylize": "nst_runtime.cli:stylize",
     "bench": "nst_bench.cli:bench",
     "info": "nst_runtime.cli:info",
+    "serve": "nst_serve.cli:serve",
 }
 
 #: subcommand name -> the pip extra its stage needs, named when its module cannot be imported (optional: without
 #: an entry the message names the extra of the missing package)
 EXTRAS: dict[str, str] = {"train": "train", "gatys": "train", "export": "export", "stylize": "runtime", "info": "runtime",
-                          "bench": "bench"}
+                          "bench": "bench", "serve": "serve"}
 
 
 def load_command(name: str) -> click.Command:
@@ -79,7 +80,7 @@ class LazyGroup(click.Group):
 
 @click.group("nst", cls=LazyGroup, context_settings=dict(CONTEXT_SETTINGS), no_args_is_help=True,
              epilog="Each command is also a script of its own: nst-train, nst-gatys, nst-export, nst-stylize, "
-                    "nst-bench. 'nst COMMAND --help' shows a command's options, examples and exit codes.")
+                    "nst-bench, nst-serve. 'nst COMMAND --help' shows a command's options, examples and exit codes.")
 @click.version_option(package_name="nst", prog_name="nst")
 def nst() -> None:
     """nst: neural style transfer from training to deployment (train → export → stylize → bench)."""
@@ -125,6 +126,10 @@ def nst_bench_script() -> NoReturn:
 
 def nst_info_script() -> NoReturn:
     sys.exit(_script("info", "nst-info"))
+
+
+def nst_serve_script() -> NoReturn:
+    sys.exit(_script("serve", "nst-serve"))
 
 
 if __name__ == "__main__":

@@ -174,8 +174,7 @@ class StyleModel:
         for options, idx in groups.items():
             images = [items[i][0] for i in idx]
             try:
-                outs = (self.stylizer.stylize_batch(images) if not options else
-                        [self.stylizer.stylize(im, **dict(options)) for im in images])
+                outs = self.stylizer.stylize_batch(images, **dict(options))
             except Exception:
                 outs = []
                 for im in images:

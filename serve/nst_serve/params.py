@@ -8,6 +8,7 @@ parameter under the same name (``preserve_color`` or ``preserve-color``) with no
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -38,7 +39,8 @@ class StylizeParams:
 
 
 def stylize_options(stylize: Callable[..., Any] | None = None) -> dict[str, Callable[[str], Any]]:
-    """The keyword-only options of ``Stylizer.stylize`` (or ``stylize``), each with a parser for its type."""
+    """The options of ``Stylizer.stylize`` (or ``stylize``), each with a parser for its type: its keyword-only
+    parameters and the fields of the ``TypedDict`` its ``**kwargs`` are annotated with (``Unpack[...]``)."""
     if stylize is None:
         from nst_runtime import Stylizer
 
@@ -49,11 +51,32 @@ def stylize_options(stylize: Callable[..., Any] | None = None) -> dict[str, Call
         hints = {}
     parsers: dict[str, Callable[[str], Any]] = {}
     for name, param in inspect.signature(stylize).parameters.items():
-        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
-            continue
-        annotation = hints.get(name, type(param.default) if param.default is not inspect.Parameter.empty else str)
-        parsers[name] = _parser_for(name, annotation)
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            fields = _typed_dict_fields(stylize, param.annotation)
+            parsers.update({field: _parser_for(field, annotation) for field, annotation in fields.items()})
+        elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+            default = type(param.default) if param.default is not inspect.Parameter.empty else str
+            parsers[name] = _parser_for(name, hints.get(name, default))
     return parsers
+
+
+def _typed_dict_fields(function: Callable[..., Any], annotation: Any) -> dict[str, Any]:
+    """``**kwargs: Unpack[SomeTypedDict]`` → the TypedDict's fields and types (also when the annotation is
+    still a string, as under ``from __future__ import annotations`` with ``Unpack`` imported for type checkers
+    only)."""
+    typed: Any = None
+    if isinstance(annotation, str):
+        match = re.fullmatch(r"\s*(?:\w+\.)*Unpack\[\s*(\w+)\s*\]\s*", annotation)
+        if match:
+            typed = getattr(function, "__globals__", {}).get(match.group(1))
+    elif typing.get_args(annotation):
+        typed = typing.get_args(annotation)[0]
+    if not (isinstance(typed, type) and issubclass(typed, dict) and hasattr(typed, "__annotations__")):
+        return {}
+    try:
+        return typing.get_type_hints(typed)
+    except Exception:
+        return {name: str for name in typed.__annotations__}
 
 
 def _parser_for(name: str, annotation: Any) -> Callable[[str], Any]:

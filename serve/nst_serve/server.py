@@ -157,9 +157,12 @@ def run_server(config: ServeConfig, *, on_ready: Callable[[Deployed], None] | No
     is left). With an address the cluster keeps running; only this application is deleted.
     """
     _require_ray()
+    check_models(config)  # a bad model file is one line (exit 3) before Ray starts
     import ray
     from ray import serve
 
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # Serve's start-up chatter only with -v
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     stop = threading.Event()
     ready = threading.Event()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -190,14 +193,15 @@ def run_server(config: ServeConfig, *, on_ready: Callable[[Deployed], None] | No
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        try:
-            if started_here:
-                serve.shutdown()
-            else:
-                serve.delete(config.app_name)
-        except Exception as exc:  # tearing down a half-started service: report, still shut Ray down
-            logger.warning("stopping the service: %s", exc)
-        ray.shutdown()
+        if ray.is_initialized():
+            try:
+                if started_here:
+                    serve.shutdown()
+                else:
+                    serve.delete(config.app_name)
+            except Exception as exc:  # tearing down a half-started service: report, still shut Ray down
+                logger.warning("stopping the service: %s", exc)
+            ray.shutdown()
 
 
 def metrics_url() -> str | None:

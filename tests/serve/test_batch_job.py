@@ -35,18 +35,23 @@ def _images(folder) -> dict[str, np.ndarray]:
     return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.iterdir()) if p.name != MANIFEST_NAME}
 
 
-def test_the_ray_job_writes_what_the_plain_command_writes(local_ray, onnx_fp32_path, photos, tmp_path):
+def test_nst_stylize_ray_writes_what_the_plain_command_writes(local_ray, onnx_fp32_path, photos, tmp_path, capfd):
     from nst_runtime.cli import main
 
     plain = tmp_path / "plain"
-    assert main([str(onnx_fp32_path), str(photos), "-o", str(plain), "--device", "cpu", "-q"]) == 8
+    assert main([str(onnx_fp32_path), str(photos), "-o", str(plain), "--device", "cpu", "--no-progress"]) == 8
+    plain_err = capfd.readouterr().err
     start = time.monotonic()
-    report = stylize_folder_on_ray(onnx_fp32_path, photos, tmp_path / "ray", device="cpu", progress=False)
+    # the same command line with --ray (this process's Ray is used, as a cluster address would be)
+    assert main([str(onnx_fp32_path), str(photos), "-o", str(tmp_path / "ray"), "--device", "cpu",
+                 "--no-progress", "--ray"]) == 8
     assert time.monotonic() - start < 180  # the 2-CPU starvation hang would sit here forever
-    assert (report.total, report.written, report.skipped) == (7, 6, 0)
-    ((name, error, code),) = report.failures
-    assert name == str(photos / "g_corrupt.png") and code == 4
-    assert error.startswith(f"{photos / 'g_corrupt.png'}: corrupt or truncated PNG data")
+    ray_err = capfd.readouterr().err
+    # the same failure list: one line naming the corrupt file, then the summary
+    failed = f"{photos / 'g_corrupt.png'}: corrupt or truncated PNG data"
+    for err in (plain_err, ray_err):
+        assert "1 of 7 inputs failed" in err and failed in err, err
+        assert "6 written to" in err
     expected, got = _images(plain), _images(tmp_path / "ray")
     assert sorted(got) == sorted(expected) == ["a.png", "b.jpg", "c.png", "d.png", "e.webp", "f.name.with.dots.png"]
     for name in expected:
@@ -94,3 +99,27 @@ def test_an_interrupted_job_resumes_and_writes_each_good_output_once(local_ray, 
     # a third run has nothing left but the corrupt file
     again = stylize_folder_on_ray(onnx_fp32_path, photos, out, device="cpu", progress=False)
     assert (again.skipped, again.written, len(again.failures)) == (6, 0, 1)
+
+
+def test_a_rerun_with_ray_skips_what_the_manifest_verifies(local_ray, onnx_fp32_path, photos, tmp_path, capfd):
+    from nst_runtime.cli import main
+
+    out = tmp_path / "out"
+    args = [str(onnx_fp32_path), str(photos), "-o", str(out), "--device", "cpu", "--no-progress", "--ray"]
+    assert main(args) == 8
+    stat = (out / "a.png").stat()
+    capfd.readouterr()
+    assert main(args) == 8  # the corrupt file still fails: the same exit code as the first run
+    err = capfd.readouterr().err
+    assert "6 of 7 inputs already done (verified by" in err and "1 of 7 inputs failed" in err
+    assert (out / "a.png").stat().st_mtime_ns == stat.st_mtime_ns
+    (photos / "g_corrupt.png").unlink()
+    assert main(args) == 0
+
+
+def test_ray_refuses_videos_and_single_files_before_any_work(onnx_fp32_path, photos, tmp_path, capfd):
+    from nst_runtime.cli import main
+
+    assert main([str(onnx_fp32_path), str(photos / "a.png"), "-o", str(tmp_path / "x.png"), "--ray"]) == 2
+    assert "--ray stylizes folders of images" in capfd.readouterr().err
+    assert not (tmp_path / "x.png").exists()

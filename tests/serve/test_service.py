@@ -73,6 +73,12 @@ def test_served_result_is_the_in_process_stylizer_result(service, local, make_ph
     assert body == local.stylize_bytes(data, format="jpeg", quality=80)
     status, headers, body = call(url + "?format=webp", data)
     assert headers["content-type"] == "image/webp" and body == local.stylize_bytes(data, format="webp")
+    # the runtime's own steps around the network, as query parameters under their own names
+    arr = make_photo(80, 96, seed=5)
+    status, _, body = call(url + "?preserve-color=true&scale=0.5&strength=0.8", png(arr))
+    assert status == 200
+    np.testing.assert_array_equal(decode_image(body), local.stylize(arr, preserve_color=True, scale=0.5,
+                                                                    strength=0.8))
 
 
 def test_concurrent_clients_lose_nothing(service, local, make_photo, png, decode_image):
