@@ -131,7 +131,7 @@ class TemporalSmoother:
             from .scale import resize_rgb
 
             frame = resize_rgb(frame, styled.shape[:2])
-        now = gray(frame)
+        now = self._flow_gray(frame)
         out = styled
         if self._prev_out is not None and self._prev_gray is not None and self._prev_out.shape == styled.shape:
             out = self._blend(now, styled, self._prev_gray, self._prev_out)
@@ -140,18 +140,37 @@ class TemporalSmoother:
         self._prev_gray, self._prev_out = now, out
         return out
 
+    def _flow_gray(self, frame: np.ndarray) -> np.ndarray:
+        """The frame's luminance at the flow's resolution (longest side at most ``flow_max_size``)."""
+        y = gray(frame)
+        h, w = y.shape
+        factor = self.options.flow_max_size / max(h, w)
+        if factor >= 1.0:
+            return y
+        cv2 = _cv2()
+        return cv2.resize(y, (max(8, round(w * factor)), max(8, round(h * factor))), interpolation=cv2.INTER_AREA)
+
     def _blend(self, now: np.ndarray, styled: np.ndarray, prev_gray: np.ndarray, prev_out: np.ndarray
                ) -> np.ndarray:
+        """Flow, mask and photometric check at the flow's resolution; one warp of the previous result at full
+        resolution, with the flow and a soft mask enlarged to it."""
+        cv2 = _cv2()
         o = self.options
-        backward = dis_flow(now, prev_gray, preset=o.preset, max_size=o.flow_max_size)
-        forward = dis_flow(prev_gray, now, preset=o.preset, max_size=o.flow_max_size)
+        backward = dis_flow(now, prev_gray, preset=o.preset)
+        forward = dis_flow(prev_gray, now, preset=o.preset)
         mask = consistent(backward, forward)
         mask &= np.abs(warp(prev_gray, backward).astype(np.int16) - now) <= o.photometric_tolerance
         self.last_coverage = float(mask.mean())
+        h, w = styled.shape[:2]
+        weight = mask.astype(np.float32) * np.float32(o.weight)
+        if (h, w) != now.shape:
+            backward = cv2.resize(backward, (w, h), interpolation=cv2.INTER_LINEAR)
+            backward[..., 0] *= w / now.shape[1]
+            backward[..., 1] *= h / now.shape[0]
+            weight = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
         warped = warp(prev_out, backward).astype(np.float32)
-        weight = (mask.astype(np.float32) * np.float32(o.weight))[..., None]
         s = styled.astype(np.float32)
-        return np.clip(np.rint(s + weight * (warped - s)), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(s + weight[..., None] * (warped - s)), 0, 255).astype(np.uint8)
 
 
 def warping_error(outputs: list[np.ndarray], flows: list[np.ndarray], masks: list[np.ndarray]) -> float:
