@@ -224,6 +224,11 @@ def stylize_samples(cfg: QuickstartConfig, res: QuickstartResult) -> None:
         device = "cpu" if cfg.device == "cpu" else "0"
         _call_cli(stylize_main, [str(model), *map(str, res.content), "-o", str(out_dir), "--device", device],
                   "nst-stylize")
+        # the steps around the network on the same samples (docs/runtime.md): the photo's own colours, and
+        # strokes twice as large (the network at half size, enlarged back with the guided upsampler)
+        for label, extra in (("preserve-color", ["--preserve-color"]), ("scale-0.5", ["--scale", "0.5"])):
+            _call_cli(stylize_main, [str(model), *map(str, res.content), "-o", str(cfg.out / f"stylized-{label}"),
+                                     "--device", device, *extra], f"nst-stylize {' '.join(extra)}")
     else:
         # Hook: the runtime CLI has not landed; run the ONNX file with ONNX Runtime directly (same contract).
         res.fallbacks["stylize"] = "nst_runtime.cli.main not available: ran the ONNX file with onnxruntime"
@@ -296,6 +301,8 @@ def _summary(res: QuickstartResult) -> None:
     _say(f"\n{BANNER}\nnst quickstart finished in {sum(res.seconds.values()):.0f} s. Outputs in {res.out}/:")
     rows = [("sample images", res.out / "samples"), ("checkpoint", res.checkpoint),
             ("exported artifacts", res.out / "export"), ("stylized images", res.out / "stylized"),
+            ("... --preserve-color", res.out / "stylized-preserve-color"),
+            ("... --scale 0.5", res.out / "stylized-scale-0.5"),
             ("benchmark (json/md/png)", res.bench_dir)]
     for label, path in rows:
         if path is not None:
