@@ -54,7 +54,8 @@ examples:
       batches up to 8 at 1080p, tactic timings reused between builds, and a Triton model repository
       repo/mosaic/{config.pbtxt,1/model.plan}.
   nst-export saved_models/udnie.pth --name udnie --fp16 --version-compatible
-      a pytorch/examples fast_neural_style checkpoint; a version-compatible engine for tensorrt_lean.
+      a pytorch/examples fast_neural_style checkpoint; an engine that embeds TensorRT's lean runtime and so
+      runs on later TensorRT releases of the same major version (load it with --allow-engine-host-code).
   nst export mosaic.pth --onnx-only
       the same command through the nst group.
   nst-export mosaic.pth --onnx-only --int8 --calibration-dir photos/
@@ -145,8 +146,12 @@ def _shape_option(label: str) -> Any:
 @click.option("--timing-cache", type=click.Path(path_type=Path), metavar="PATH",
               help="load tactic timings from PATH if it exists, save them there after the build")
 @click.option("--version-compatible", is_flag=True,
-              help="engine runs on later TensorRT of the same major version and on tensorrt_lean (the lean "
-                   "runtime is excluded from the plan)")
+              help="embed TensorRT's lean runtime in the engine: it runs on this TensorRT release and every later "
+                   "one of the same major version, so it survives an upgrade. Loading it runs that embedded code "
+                   "(nst-stylize --allow-engine-host-code; Triton: --backend-config=tensorrt,version-compatible=true)")
+@click.option("--exclude-lean-runtime", is_flag=True,
+              help="with --version-compatible: leave the lean runtime out of the plan (smaller file); the engine "
+                   "then runs only with the lean runtime of this very TensorRT version, not after an upgrade")
 @click.option("--builder-opt-level", type=click.IntRange(0, 5), default=DEFAULT_OPTIMIZATION_LEVEL,
               show_default=True, metavar="N", help="TensorRT builder optimization level 0..5")
 @click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), metavar="GIB",
@@ -178,7 +183,8 @@ def _shape_option(label: str) -> Any:
 def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: int, no_tiling_graph: bool,
            onnx_only: bool, device: Device, min_shape: tuple[int, int, int], opt_shape: tuple[int, int, int],
            max_shape: tuple[int, int, int], timing_cache: Path | None, version_compatible: bool,
-           builder_opt_level: int, workspace_gib: float | None, fp32_tol: int, fp16_min_psnr: float,
+           exclude_lean_runtime: bool, builder_opt_level: int, workspace_gib: float | None, fp32_tol: int,
+           fp16_min_psnr: float,
            triton_repo: Path | None, quiet: bool, verbose: int, fixed_size: bool = False,
            input_range: tuple[float, float] = (0.0, 255.0), output_range: tuple[float, float] = (0.0, 255.0),
            int8: bool = False, calibration_dir: Path | None = None,
@@ -191,6 +197,9 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
                          "images.")
     if calibration_dir is not None and not int8:
         raise UsageError("--calibration-dir is for --int8; add --int8 (or drop --calibration-dir).")
+    if exclude_lean_runtime and not version_compatible:
+        raise UsageError("--exclude-lean-runtime only applies to version-compatible engines. Fix: add "
+                         "--version-compatible, or drop --exclude-lean-runtime.")
     if device.kind == "cpu" and not onnx_only:
         raise UsageError("--device cpu: TensorRT builds engines on a GPU. Fix: add --onnx-only (the ONNX files "
                          "are built and checked on the CPU anyway), or choose --device cuda:N.")
@@ -200,8 +209,8 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
         checkpoint=checkpoint, out_dir=output, fp16=fp16, name=name, opset=opset,
         tiling_graph=not no_tiling_graph, onnx_only=onnx_only,
         profile=ShapeProfile(min=min_shape, opt=opt_shape, max=max_shape), timing_cache=timing_cache,
-        version_compatible=version_compatible, builder_opt_level=builder_opt_level,
-        workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
+        version_compatible=version_compatible, exclude_lean_runtime=exclude_lean_runtime,
+        builder_opt_level=builder_opt_level, workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
         fixed_size=fixed_size, input_range=input_range, output_range=output_range,
         int8=int8, calibration_dir=calibration_dir, calibration_method=calibration_method,
         int8_min_psnr=int8_min_psnr,
@@ -317,6 +326,8 @@ class ExportOptions:
     profile: ShapeProfile = field(default_factory=lambda: ShapeProfile(**DEFAULT_SHAPES))
     timing_cache: Path | None = None
     version_compatible: bool = False
+    #: with version_compatible: leave the lean runtime out (runs only with the building TensorRT version)
+    exclude_lean_runtime: bool = False
     builder_opt_level: int = DEFAULT_OPTIMIZATION_LEVEL
     workspace_gib: float | None = None
     fp32_tol: int = DEFAULT_FP32_TOL
@@ -403,7 +414,7 @@ def run(args: ExportOptions) -> list[Path]:
             artifact = engine_from_onnx(
                 deploy_onnx, out_dir / f"{name}.{precision}.engine", profile=profile,
                 timing_cache=args.timing_cache, optimization_level=args.builder_opt_level,
-                version_compatible=args.version_compatible,
+                version_compatible=args.version_compatible, exclude_lean_runtime=args.exclude_lean_runtime,
                 workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None,
             )
         except BackendUnavailableError as exc:

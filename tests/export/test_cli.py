@@ -119,3 +119,34 @@ def test_bad_options_exit_2(tmp_path, capsys, checkpoint_path, argv, match):
     err = capsys.readouterr().err
     assert code == 2 and match in err
     assert not (tmp_path / "o").exists()
+
+
+def test_version_compatible_help_says_it_survives_upgrades_and_runs_host_code(capsys):
+    from nst_export.cli import main
+
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--exclude-lean-runtime" in text and "survives an upgrade" in text
+    assert "--allow-engine-host-code" in text and "version-compatible=true" in text
+
+
+def test_exclude_lean_runtime_needs_version_compatible(checkpoint_path, tmp_path, capsys):
+    code, out, err = _run([checkpoint_path, "--exclude-lean-runtime", "-o", tmp_path / "out"], capsys)
+    assert code == 2 and "--version-compatible" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before minutes of export
+
+
+def test_cli_passes_lean_runtime_choice_to_the_builder(checkpoint_path, tmp_path, capsys, fake_trt, monkeypatch):
+    """With a fake tensorrt module: --version-compatible --exclude-lean-runtime reaches the builder flags and the
+    engine's sidecar."""
+    import nst_export.cli as cli
+    from nst_runtime.sidecar import read_sidecar
+
+    monkeypatch.setattr(cli, "use_only_gpu", lambda index: None, raising=False)
+    out_dir = tmp_path / "out"
+    code, out, err = _run([checkpoint_path, "--no-tiling-graph", "--version-compatible", "--exclude-lean-runtime",
+                           "-o", out_dir, "--name", "m"], capsys)
+    assert code == 0, err
+    assert fake_trt.builder_flags == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}
+    meta = read_sidecar(out_dir / "m.fp32.engine")
+    assert meta.version_compatible and meta.exclude_lean_runtime
