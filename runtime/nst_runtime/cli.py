@@ -78,6 +78,10 @@ class RunExtras:
     steady_weight: float | None = None
     #: --ray: the images run as a Ray Data job ("" a local Ray, else the cluster's address); None: in-process
     ray_address: str | None = None
+    #: --allow-engine-host-code: a version-compatible engine may run the lean runtime embedded in it
+    allow_engine_host_code: bool = False
+    #: --cudnn-conv-algo-search: ONNX Runtime CUDA provider's convolution algorithm search
+    cudnn_conv_algo_search: str = "HEURISTIC"
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,16 @@ class Job:
               "CUDAExecutionProvider")
 @positive_int("--contexts", 2, "TensorRT execution contexts")
 @click.option("--cuda-graphs", is_flag=True, help="TensorRT: capture and replay CUDA graphs")
-@click.option("--no-verify", is_flag=True, help="skip the SHA-256 check of the model file")
+@click.option("--no-verify", is_flag=True, help="skip the SHA-256 check of the model file (an engine whose sidecar "
+              "holds no hash is refused without it)")
+@click.option("--allow-engine-host-code", is_flag=True,
+              help="TensorRT: load a version-compatible engine, which RUNS CODE FROM THE FILE (the lean runtime "
+                   "embedded in it) on this machine; only for engines whose source you trust")
+@click.option("--cudnn-conv-algo-search", type=click.Choice(("HEURISTIC", "EXHAUSTIVE", "DEFAULT"),
+                                                            case_sensitive=False),
+              default="HEURISTIC", show_default=True,
+              help="ONNX Runtime CUDA provider: EXHAUSTIVE re-benchmarks every new image size (best for one "
+                   "fixed size, e.g. a video)")
 @threads_option("CPU threads per network call, ONNX Runtime or OpenVINO (default: all cores)")
 @click.option("--tile", type=click.IntRange(min=1), metavar="PX",
               help="largest height/width per network call; larger images are tiled")
@@ -145,7 +158,8 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             tile: int | None, tile_overlap: int, batch_size: int, format_: str | None, quality: int,
             max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int, tile_halo: int | None = None,
             steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
-            codec: str | None = None, ray_address: str | None = None) -> int:
+            codec: str | None = None, ray_address: str | None = None, allow_engine_host_code: bool = False,
+            cudnn_conv_algo_search: str = "HEURISTIC") -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
     return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
                 providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
@@ -153,7 +167,9 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
                 format_=format_, quality=quality, max_pixels=max_pixels or None, jobs=jobs,
                 progress=not (quiet or no_progress), quiet=quiet,
                 extras=RunExtras(tile_halo=tile_halo, steps=steps or {}, crf=crf, codec=codec,
-                                 steady_weight=steady_weight if steady else None, ray_address=ray_address))
+                                 steady_weight=steady_weight if steady else None, ray_address=ray_address,
+                                 allow_engine_host_code=allow_engine_host_code,
+                                 cudnn_conv_algo_search=cudnn_conv_algo_search.upper()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,17 +263,19 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                            max_pixels=max_pixels, stylize_options=extras.steps, open_options=dict(
                                backend=backend, providers=provider_list, tile=tile, tile_overlap=tile_overlap,
                                verify_hash=verify, contexts=contexts, cuda_graphs=cuda_graphs,
-                               tile_halo=extras.tile_halo))
+                               tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
+                               cudnn_conv_algo_search=extras.cudnn_conv_algo_search))
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
     done = 0
-    # the Stylizer takes "cpu" or a GPU index; "auto" is GPU 0, falling back to the CPU where ONNX Runtime has
-    # no GPU provider
-    where: int | str = "cpu" if device.kind == "cpu" else device.gpu_index
+    # "auto" is GPU 0, falling back to the CPU where no GPU backend is here; "cuda"/"cuda:N" requires the GPU
+    where: int | str = ("cpu" if device.kind == "cpu" else device.gpu_index if device.kind == "auto"
+                        else str(device))
     with Stylizer.open(model, device=where, backend=backend, providers=provider_list, tile=tile,
                        tile_overlap=tile_overlap, batch_size=batch_size, verify_hash=verify,
                        intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs,
-                       tile_halo=extras.tile_halo) as stylizer:
+                       tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
+                       cudnn_conv_algo_search=extras.cudnn_conv_algo_search) as stylizer:
         logger.info("model %s on %s", stylizer.path, stylizer.backend)
         image_jobs = [j for j in job_list if not is_video(j.src)]
         video_jobs = [j for j in job_list if is_video(j.src)]

@@ -139,3 +139,44 @@ def test_stylizer_open_passes_the_gpu_options_through(fake_gpu_ort, onnx_fp32_pa
         assert s._active().max_shape == (2, 256, 256)  # larger images tile instead of rebuilding engines
         x = np.random.default_rng(0).integers(0, 256, (100, 120, 3), np.uint8)
         np.testing.assert_array_equal(s.stylize(x), x)  # the fake session echoes
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], dict(allow_engine_host_code=False, cudnn_conv_algo_search="HEURISTIC", device=0)),
+    (["--allow-engine-host-code", "--cudnn-conv-algo-search", "exhaustive", "--device", "cuda:1"],
+     dict(allow_engine_host_code=True, cudnn_conv_algo_search="EXHAUSTIVE", device="cuda:1")),
+    (["--device", "cpu"], dict(device="cpu")),
+])
+def test_nst_stylize_passes_gpu_and_trust_options_to_the_stylizer(tmp_path, monkeypatch, argv, expected):
+    """What nst-stylize hands Stylizer.open: --allow-engine-host-code (off unless given), the conv search,
+    and --device cuda:N as a requirement (not a GPU index that may fall back to the CPU)."""
+    from nst_runtime.cli import main
+    from nst_runtime.stylizer import Stylizer
+    from PIL import Image
+
+    seen = {}
+
+    def fake_open(cls, model, **kwargs):
+        seen.update(kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(Stylizer, "open", classmethod(fake_open))
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    with pytest.raises(_Stop):
+        main([str(tmp_path / "m.onnx"), str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), *argv])
+    for key, value in expected.items():
+        assert seen[key] == value, key
+
+
+def test_nst_stylize_help_says_host_code_runs_code_from_the_file(capsys):
+    from nst_runtime.cli import main
+
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--allow-engine-host-code" in text and "RUNS CODE FROM THE FILE" in text
+    assert "--cudnn-conv-algo-search" in text
