@@ -80,7 +80,8 @@ class LazyGroup(click.Group):
 
 @click.group("nst", cls=LazyGroup, context_settings=dict(CONTEXT_SETTINGS), no_args_is_help=True,
              epilog="Each command is also a script of its own: nst-train, nst-gatys, nst-export, nst-stylize, "
-                    "nst-bench, nst-serve. 'nst COMMAND --help' shows a command's options, examples and exit codes.")
+                    "nst-bench, nst-serve, nst-info. 'nst COMMAND --help' shows a command's options, examples and "
+                    "exit codes.")
 @click.version_option(package_name="nst", prog_name="nst")
 def nst() -> None:
     """nst: neural style transfer from training to deployment (train → export → stylize → bench)."""
