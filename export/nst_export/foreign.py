@@ -37,7 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -731,13 +731,15 @@ def onnx_from_foreign(
     fp16_out: str | os.PathLike[str] | None = None,
     tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     parity_shapes: Sequence[tuple[int, int, int]] = DEFAULT_SHAPES,
+    source_extra: Mapping[str, Any] | None = None,
 ) -> ForeignResult:
     """Import the foreign ONNX file ``source`` as the nst artifact ``out`` (and ``fp16_out`` when given).
 
     Each file is written to a temp name, checked, parity-gated against the original file and renamed only
     after passing, then its sidecar is written (``source`` records the original's name, sha256, opset, shapes
-    and the import mode). Raises :class:`ModelFileError` (unreadable, not an image network, fixed size without
-    ``options.fixed_size``), :class:`ParityError`, :class:`UsageError`.
+    and the import mode, plus ``source_extra``: a catalogue's URL, licence, style names...). Raises
+    :class:`ModelFileError` (unreadable, not an image network, fixed size without ``options.fixed_size``),
+    :class:`ParityError`, :class:`UsageError`.
     """
     from nst_runtime.artifact import file_sha256
 
@@ -781,8 +783,9 @@ def onnx_from_foreign(
             meta = onnx_sidecar(precision=precision, opset=options.opset, artifact_sha256=sha,
                                 checkpoint_sha256=None, onnx_sha256=fp32_sha, parity=report,
                                 architecture=f"foreign-onnx ({graph.producer})")
-            meta = dataclasses.replace(meta, min_size=graph.min_size,
-                                       source={**graph.source_record(mode), "tensorrt_lint": lint})
+            meta = dataclasses.replace(meta, min_size=graph.min_size, profile=_fixed_batch_profile(graph),
+                                       source={**graph.source_record(mode), "tensorrt_lint": lint,
+                                               **dict(source_extra or {})})
             publish(tmp, path, meta)
             reports[precision] = report
             fp32_sha = fp32_sha or sha
@@ -791,6 +794,18 @@ def onnx_from_foreign(
                 tmp.unlink()
     return ForeignResult(fp32=out, graph=graph, parity=reports["fp32"], fp16=Path(fp16_out) if fp16_out else None,
                          fp16_parity=reports.get("fp16"), lint=lint)
+
+
+def _fixed_batch_profile(graph: ForeignGraph) -> Any:
+    """An artifact whose batch the graph fixes records it as the sidecar's profile (N fixed, H/W free), so the
+    runtime never sends it a larger batch; None where the batch is dynamic."""
+    from nst_runtime.sidecar import ShapeProfile
+
+    if graph.dynamic_batch or graph.native_batch is None:
+        return None
+    n = graph.native_batch
+    opt = graph.native_hw or (graph.min_size, graph.min_size)
+    return ShapeProfile(min=(n, graph.min_size, graph.min_size), opt=(n, *opt), max=(n, 1 << 15, 1 << 15))
 
 
 def _trt_lint(model: Any) -> list[str]:

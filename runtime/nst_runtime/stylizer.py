@@ -404,6 +404,8 @@ class Stylizer:
         max_shape = self._active().max_shape
         if max_shape is not None:
             bs = min(bs, max_shape[0])
+        if self.sidecar.profile is not None:  # also an ONNX graph whose batch is fixed (a foreign import)
+            bs = min(bs, self.sidecar.profile.max[0])
         # decode → pre-steps → network (tiled or not) → post-steps → encode (nst_runtime.steps)
         plan = StepPlan.of(**steps)
         planes = [_to_planes(im) for im in images]

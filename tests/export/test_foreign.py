@@ -329,3 +329,20 @@ def test_nst_export_fixed_size_and_ranges(tmp_path, capsys):
     assert main([str(nhwc), "-o", str(tmp_path / "out"), "--onnx-only", "--input-range", "0,1",
                  "--output-range", "0,1"]) == 0, capsys.readouterr().err
     assert main([str(nhwc), "-o", str(tmp_path / "out2"), "--onnx-only", "--input-range", "1,0"]) == 2
+
+
+def test_fixed_batch_artifact_takes_batches_one_image_at_a_time(tmp_path):
+    from nst_export.foreign import ForeignImport, onnx_from_foreign
+    from nst_runtime import Stylizer
+    from nst_runtime.sidecar import read_sidecar
+
+    src = _fixed_reshape_graph(tmp_path / "fixed.onnx")
+    result = onnx_from_foreign(src, tmp_path / "fixed.nst.onnx", options=ForeignImport(fixed_size=True),
+                               source_extra={"licence": "MIT", "url": "https://example.invalid/fixed.onnx"})
+    meta = read_sidecar(result.fp32)
+    assert meta.profile is not None and meta.profile.max[0] == 1  # the graph fixes N = 1
+    assert meta.source["licence"] == "MIT"
+    images = [np.random.default_rng(i).integers(0, 256, (50, 70, 3), dtype=np.uint8) for i in range(3)]
+    with Stylizer.open(result.fp32, device="cpu") as s:
+        together = s.stylize_batch(images, batch_size=3)
+        assert all(np.array_equal(a, s.stylize(b)) for a, b in zip(together, images, strict=True))
