@@ -131,7 +131,7 @@ def test_version_compatible_help_says_it_survives_upgrades_and_runs_host_code(ca
 
 
 def test_exclude_lean_runtime_needs_version_compatible(checkpoint_path, tmp_path, capsys):
-    code, out, err = _run([checkpoint_path, "--exclude-lean-runtime", "-o", tmp_path / "out"], capsys)
+    code, _out, err = _run([checkpoint_path, "--exclude-lean-runtime", "-o", tmp_path / "out"], capsys)
     assert code == 2 and "--version-compatible" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()  # refused before minutes of export
 
@@ -144,7 +144,7 @@ def test_cli_passes_lean_runtime_choice_to_the_builder(checkpoint_path, tmp_path
 
     monkeypatch.setattr(cli, "use_only_gpu", lambda index: None, raising=False)
     out_dir = tmp_path / "out"
-    code, out, err = _run([checkpoint_path, "--no-tiling-graph", "--version-compatible", "--exclude-lean-runtime",
+    code, _out, err = _run([checkpoint_path, "--no-tiling-graph", "--version-compatible", "--exclude-lean-runtime",
                            "-o", out_dir, "--name", "m"], capsys)
     assert code == 0, err
     assert fake_trt.builder_flags == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}
