@@ -18,17 +18,19 @@ runtime, TensorRT, ``nst-info``) can tell the difference:
    what ONNX Runtime said;
 4. **compose** (:func:`deploy_model_from_foreign`): uint8 NHWC RGB in -> cast, layout, scale to the network's
    input range, reflection pad to the network's size multiple -> the foreign graph, unchanged -> crop, scale
-   from its output range, clamp, round, cast, layout -> uint8 NHWC out. For a graph that cannot take other sizes,
+   from its output range, clamp, round, layout, cast -> uint8 NHWC out. For a graph that cannot take other sizes,
    ``fixed_size=True`` composes resize-in / resize-out around it instead (bilinear with antialiasing in, bilinear
    out): it runs on any image size, at the network's native resolution;
 5. **gate**: parity against the **original file** on ONNX Runtime (within 1 uint8 level in FP32; PSNR for FP16) at
    its native shape, and at other sizes against the same graph with only its input dims declared dynamic;
-   the TensorRT lint where ``nst_export.trt_lint`` is present; then the sidecar.
+   the TensorRT lint where ``nst_export.trt_lint`` is present; then the sidecar (a graph whose batch is fixed
+   records it as the sidecar's ``profile``, and the runtime sends it one image per call).
 
 Extension points (issue 18 adds to these, it does not rewrite them): :class:`ForeignImport` carries the value
 ranges (``input_range``/``output_range``, e.g. ``(0, 1)`` for exports that end in a Sigmoid); graphs with
 inputs besides the image are refused today in one place (:func:`_refuse_extra_inputs`), which is where binding
-them to constants or keeping a style input belongs.
+them to constants or keeping a style input belongs; ``onnx_from_foreign(source_extra=...)`` adds a catalogue's
+URL, licence or style names to the sidecar's ``source`` (issue 19).
 """
 
 from __future__ import annotations
