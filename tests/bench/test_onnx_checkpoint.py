@@ -50,6 +50,7 @@ def test_model_source_times_an_nst_artifact_as_it_is(onnx_fp32_path):
         source.close()
 
 
+@pytest.mark.slow
 def test_nst_bench_with_an_onnx_checkpoint(foreign_onnx, tmp_path, capsys):
     from nst_bench.cli import main
 
