@@ -478,6 +478,15 @@ def resolve_gatys_settings(recipe: str | GatysRecipe, overrides: Mapping[str, An
 # --------------------------------------------------------------------------------------------- docs
 
 
+def _number(v: float) -> str:
+    """1e5 rather than 100000, 1e-06 as 1e-6; other numbers as %g."""
+    if v and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        mantissa, exponent = f"{v:e}".split("e")
+        m = mantissa.rstrip("0").rstrip(".")
+        return f"{'' if m == '1' else m}{'' if m == '1' else 'x'}1e{int(exponent)}".replace("x1e", "e")
+    return f"{v:g}"
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, tuple):
         return ", ".join(value)
@@ -486,7 +495,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:g}"
+        return _number(value)
     return str(value)
 
 
@@ -498,7 +507,7 @@ def _table(recipes: Mapping[str, Any], fields: list[str]) -> list[str]:
         cells = []
         for n in names:
             r = recipes[n]
-            cells.append(f"{_cell(getattr(r.settings, f))} ({r.sources[f]})")
+            cells.append(f"`{_cell(getattr(r.settings, f))}` &mdash; {r.sources[f]}")
         lines.append(f"| `{f}` | " + " | ".join(cells) + " |")
     return lines
 
@@ -509,7 +518,7 @@ def recipes_markdown() -> str:
     docs/train.md embeds exactly this text (a test keeps them equal)."""
     train_fields = [f.name for f in dataclasses.fields(TrainSettings)]
     gatys_fields = [f.name for f in dataclasses.fields(GatysSettings)]
-    lines = ["Training recipes (`nst-train --recipe NAME`), each cell *value (source)*:", ""]
+    lines = ["Training recipes (`nst-train --recipe NAME`), each cell *value &mdash; source* (keys below):", ""]
     lines += _table(TRAIN_RECIPES, train_fields)
     lines += ["", "Gatys recipes (`nst-gatys --recipe NAME`):", ""]
     lines += _table(GATYS_RECIPES, gatys_fields)
