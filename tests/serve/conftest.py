@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("ray", reason="the serve tests need Ray (pip install 'nst[serve]')")
-
 
 @pytest.fixture(scope="module")
 def local_ray():

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 from nst_serve.batch_job import MANIFEST_NAME, read_manifest, stylize_folder_on_ray
+
+pytest.importorskip("ray", reason="needs Ray (pip install 'nst[serve]')")
 from PIL import Image
 
 

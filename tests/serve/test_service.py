@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from nst_runtime import Stylizer
 
+pytest.importorskip("ray", reason="needs Ray (pip install 'nst[serve]')")
+
 MAX_PIXELS = 1_000_000
 MAX_BODY = 3_000_000
 
