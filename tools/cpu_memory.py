@@ -12,6 +12,7 @@ times, report the process's peak resident set (``ru_maxrss``) and the median cal
 
     python tools/cpu_memory.py --model out/model.onnx --int8 out/model.int8.onnx \
         --sizes 1920x1080,3840x2160 --out benchmarks/results/cpu-memory.json
+    python tools/cpu_memory.py --work /tmp/nst-mem --out memory.json    # makes nst-bench's network (FP32+INT8)
 
 Timing here is only indicative (one process, few calls); take speed from nst-bench on a quiet machine.
 """
@@ -68,13 +69,23 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True, help="FP32 nst ONNX file (with its sidecar)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="FP32 nst ONNX file (with its sidecar); default: nst-bench's network, made in --work")
+    p.add_argument("--work", type=Path, default=Path("/tmp/nst-cpu-memory"),
+                   help="where the default network's files are made (kept for the next run)")
     p.add_argument("--int8", type=Path, default=None, help="its NAME.int8.onnx (with sidecar)")
     p.add_argument("--sizes", default="1920x1080,3840x2160", help="WIDTHxHEIGHT, comma-separated")
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--calls", type=int, default=2, help="calls per process (the first includes warm-up)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.model is None:
+        from nst_bench.backends import ModelSource
+
+        source = ModelSource(work_dir=args.work)
+        args.model = source.onnx_path("fp32")
+        if args.int8 is None and any(s.endswith("-int8") for s in args.settings.split(",")):
+            args.int8 = source.onnx_path("int8")
     rows = []
     for size in args.sizes.split(","):
         h, w = parse_size(size)

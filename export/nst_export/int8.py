@@ -26,6 +26,7 @@ which networks): INT8 costs quality that a trained style network shows more than
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -211,13 +212,31 @@ def quantize_onnx(
         # the calibrator writes an augmented copy of the model next to this path, not next to the user's files
         src = Path(work) / "fp32.onnx"
         src.write_bytes(Path(fp32_path).read_bytes())
-        quantize_static(
-            str(src), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=_method(options.method), calibration_providers=["CPUExecutionProvider"],
-            extra_options=extra,
-        )
+        # the quantizer prints its progress and logs advice to the root logger; keep both out of the user's way
+        chatter = io.StringIO()
+        with contextlib.redirect_stdout(chatter), _quiet_root_logger():
+            quantize_static(
+                str(src), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+                per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=_method(options.method),
+                calibration_providers=["CPUExecutionProvider"], extra_options=extra,
+            )
+        log.debug("onnxruntime quantizer: %s", " | ".join(chatter.getvalue().split("\n")).strip())
     return Path(out)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+
+    def drop(record: logging.LogRecord) -> bool:
+        return record.name != "root"
+
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 # ----------------------------------------------------------------------------------------- the gate

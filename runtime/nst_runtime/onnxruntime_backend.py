@@ -173,8 +173,20 @@ def provider_names(providers: Sequence[ProviderSpec]) -> list[str]:
     return [p[0] if isinstance(p, tuple) else p for p in providers]
 
 
+#: CPU sessions' memory settings (measured with tools/cpu_memory.py, docs/runtime.md "Memory"): ONNX Runtime's
+#: CPU arena grows in powers of two and keeps what it took (peak 3.0 GiB at 1920x1080, where arena off needs
+#: 1.4 GiB); memory patterns pre-plan one block per input shape sized for the whole run (arena off, patterns
+#: off: 1.2 GiB at 1080p; patterns on: 5.2 GiB at 3840x2160)
+CPU_MEMORY_ARENA = False
+CPU_MEMORY_PATTERNS = False
+
+
 class SessionFromOnnx:
-    """Loader: ONNX file → ``onnxruntime.InferenceSession`` (called lazily, on activation)."""
+    """Loader: ONNX file → ``onnxruntime.InferenceSession`` (called lazily, on activation).
+
+    ``memory_arena`` / ``memory_patterns`` apply to CPU-only sessions (GPU sessions keep ONNX Runtime's
+    defaults); the defaults, :data:`CPU_MEMORY_ARENA` and :data:`CPU_MEMORY_PATTERNS`, keep peak memory low.
+    """
 
     def __init__(
         self,
@@ -182,10 +194,14 @@ class SessionFromOnnx:
         *,
         providers: Sequence[ProviderSpec],
         intra_op_threads: int | None = None,
+        memory_arena: bool = CPU_MEMORY_ARENA,
+        memory_patterns: bool = CPU_MEMORY_PATTERNS,
     ) -> None:
         self.path = Path(path)
         self.providers = list(providers)
         self.intra_op_threads = intra_op_threads
+        self.memory_arena = memory_arena
+        self.memory_patterns = memory_patterns
 
     def __call__(self) -> Any:
         ort = _ort()
@@ -193,6 +209,9 @@ class SessionFromOnnx:
         opts.log_severity_level = 3
         if self.intra_op_threads:
             opts.intra_op_num_threads = self.intra_op_threads
+        if all((p[0] if isinstance(p, tuple) else p) not in GPU_PROVIDERS for p in self.providers):
+            opts.enable_cpu_mem_arena = self.memory_arena
+            opts.enable_mem_pattern = self.memory_patterns
         for p in self.providers:
             cache = p[1].get("trt_engine_cache_path") if isinstance(p, tuple) else None
             if cache:
