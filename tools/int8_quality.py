@@ -140,13 +140,14 @@ def engines(path: Path, net: Network):
     return {"onnxruntime": run_ort, "openvino": run_ov}
 
 
-def measure(net: Network, calib, held, work: Path, images: Path | None, conv_outputs: bool) -> list[dict]:
+def measure(net: Network, calib, held, work: Path, images: Path | None, conv_outputs: bool,
+            methods: tuple[str, ...] = METHODS) -> list[dict]:
     from nst_export.int8 import Int8Options, compare, quantize_onnx
     from PIL import Image
 
     rows = []
     refs = {n: net.reference(x) for n, x in held}
-    for method in METHODS:
+    for method in methods:
         opts = Int8Options(method=method, quantize_conv_outputs=conv_outputs)
         out = work / f"{net.name}.{method}.{'out' if conv_outputs else 'in'}.int8.onnx"
         t = time.time()
@@ -178,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--style", type=int, default=0, help="multistyle26 style index (0..25)")
     p.add_argument("--networks", default="nst-seeded,multistyle26", help="comma-separated")
     p.add_argument("--conv-outputs", default="no,yes", help="quantize Conv outputs too: no, yes or no,yes")
+    p.add_argument("--methods", default=",".join(METHODS), help="calibration methods, comma-separated")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import onnxruntime
@@ -205,7 +207,8 @@ def main(argv=None) -> int:
         for net in nets:
             notes[net.name] = net.note
             for flag in args.conv_outputs.split(","):
-                rows += measure(net, calib, held, work, args.images, flag == "yes")
+                rows += measure(net, calib, held, work, args.images, flag == "yes",
+                                tuple(args.methods.split(",")))
     doc = {
         "what": "INT8 QDQ (nst_export.int8.quantize_onnx) vs the FP32 reference, uint8 outputs",
         "networks": notes,

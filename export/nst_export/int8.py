@@ -62,7 +62,7 @@ class Int8Options:
     #: held-out photos are scaled down so that the longer side is at most this (evaluation cost)
     held_out_max_side: int = 512
     #: the gate: PSNR of every held-out photo against the FP32 reference, in dB
-    min_psnr_db: float = 30.0
+    min_psnr_db: float = 35.0
     #: also quantize the convolutions' outputs (int8 between a Conv and its InstanceNorm); off: more accurate
     quantize_conv_outputs: bool = False
 
