@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         bodies = photos(256, 256, 8)
         tput = {"1": throughput(url, bodies, clients=8, seconds=tp_seconds)}
         print(f"1 replica: {tput['1']}", file=sys.stderr)
+        # a different resource shape: replace the application (Serve's rolling update would wait for the CPUs
+        # the old replica holds)
+        serve.delete(config.app_name)
         deploy(ServeConfig(models=models_from_args([model]), port=args.port, replicas=2, max_queued=64))
         tput["2"] = throughput(url, bodies, clients=8, seconds=tp_seconds)
         print(f"2 replicas: {tput['2']}", file=sys.stderr)

@@ -268,16 +268,19 @@ def _run(model: str | os.PathLike[str], todo: Sequence[RayItem], output: Path, p
     by_key = {_ray_key(it.source): it for it in todo}
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = False  # ours counts inputs, as the plain command's does
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # Ray Data's own chatter only with -v
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx.max_errored_blocks = -1  # an unreadable file loses its block, not the job; reported as missing below
     written, failures, outputs, seen = 0, [], [], set()
     manifest = _Manifest(manifest_path)
     try:
         ds = ray.data.read_binary_files(
-            [it.source for it in todo], include_paths=True, ray_remote_args={"num_cpus": plan.read_cpus},
+            [it.source for it in todo], include_paths=True, num_cpus=plan.read_cpus,
             override_num_blocks=min(len(todo), 8 * max(1, plan.actors)))
         ds = ds.map_batches(
-            StylizeActor, batch_size=1, concurrency=plan.actors, num_cpus=plan.cpus_per_actor,
+            StylizeActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            num_cpus=plan.cpus_per_actor,
             num_gpus=plan.gpus_per_actor or None,
             fn_constructor_kwargs=dict(
                 # an actor sees only its own GPU, as device 0

@@ -117,9 +117,11 @@ def deploy(config: ServeConfig, *, timeout_s: float = 600.0) -> Deployed:
     plan = cluster_plan(config)
     serve.start(http_options={"host": config.host, "port": config.port,
                               "request_timeout_s": config.request_timeout_s + 10})
+    # serve.run would wait without a deadline for replicas that may never be scheduled: deploy, then wait here
     try:
-        serve.run(build_app(config, plan), name=config.app_name, route_prefix="/", blocking=False)
-    except RuntimeError as exc:  # a replica constructor failed on the cluster (model file, backend)
+        serve.run_many([serve.RunTarget(build_app(config, plan), name=config.app_name, route_prefix="/")],
+                       wait_for_applications_running=False)
+    except RuntimeError as exc:  # the gateway's constructor failed on the cluster
         raise ModelFileError(f"the service did not start: {str(exc).strip().splitlines()[-1]}") from None
     wait_until_ready(config, plan, timeout_s=timeout_s)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
@@ -133,6 +135,9 @@ def wait_until_ready(config: ServeConfig, plan: ReplicaPlan, *, timeout_s: float
     deadline = time.monotonic() + timeout_s
     while True:
         app = serve.status().applications.get(config.app_name)
+        if app is not None and str(app.status).endswith("DEPLOY_FAILED"):
+            message = " ".join(str(app.message).split()) or "no reason given"
+            raise ModelFileError(f"the service did not start: {message[-800:]}")
         pending = []
         for spec in config.models:
             dep = app.deployments.get(deployment_name(spec.name)) if app else None
@@ -145,7 +150,8 @@ def wait_until_ready(config: ServeConfig, plan: ReplicaPlan, *, timeout_s: float
             return
         if time.monotonic() > deadline:
             raise NstError(f"replicas not ready after {timeout_s:g} s ({', '.join(pending)} running); the "
-                           "cluster may lack the CPUs/GPUs they reserve. Fix: fewer --replicas or --threads.")
+                           "cluster may lack the CPUs/GPUs they reserve (another application holding them?). "
+                           "Fix: fewer --replicas or --threads, or a larger cluster.")
         time.sleep(0.25)
 
 

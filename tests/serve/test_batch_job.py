@@ -125,3 +125,18 @@ def test_ray_refuses_videos_and_single_files_before_any_work(onnx_fp32_path, pho
     assert main([str(onnx_fp32_path), str(photos / "a.png"), "-o", str(tmp_path / "x.png"), "--ray"]) == 2
     assert "--ray stylizes folders of images" in capfd.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_uri_inputs_are_read_by_ray_data(local_ray, onnx_fp32_path, photos, tmp_path):
+    """Object stores go through pyarrow's filesystems; file:// is the one this offline machine has."""
+    (photos / "g_corrupt.png").unlink()
+    sub = photos / "sub"
+    sub.mkdir()
+    (photos / "a.png").rename(sub / "a.png")
+    report = stylize_folder_on_ray(onnx_fp32_path, f"file://{photos}", tmp_path / "out", recursive=True,
+                                   device="cpu", progress=False)
+    assert (report.written, report.failures) == (6, ())
+    names = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert names == ["b.jpg", "c.png", "d.png", "e.webp", "f.name.with.dots.png", MANIFEST_NAME, "sub/a.png"]
+    entries = read_manifest(tmp_path / "out" / MANIFEST_NAME)
+    assert f"file://{sub / 'a.png'}" in entries
