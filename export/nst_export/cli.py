@@ -67,6 +67,13 @@ examples:
       0..255): the uint8 NHWC contract by graph composition, sizes made dynamic where the graph allows, FP16,
       parity against the original file. A graph with sizes baked in is refused with the reason; --fixed-size
       makes an artifact that resizes to the network's size and back instead.
+  nst-export multistyle.onnx --input-range 0,1 --output-range 0,1 --style-input style_weights
+          --style-names candy,mosaic,udnie --fp16 --onnx-only
+      a multi-style network (PyTorch export taking 0..1, ending in a Sigmoid, second input style_weights[3]):
+      one artifact with every style; parity-gated for the first, the last and a blend. Then
+      nst-stylize out/multistyle.onnx photo.jpg -o x.jpg --style mosaic   (or --style "0:0.5,2:0.5")
+  nst-export multistyle.onnx --input-range 0,1 --output-range 0,1 --bind style_weights=0,1,0 --name mosaic
+      the same network with one style fixed: a plain one-style artifact
 
 Exit 6 (TensorRT or a GPU missing) comes after the ONNX files were written and checked; pass --onnx-only
 to make stopping after them a success. A file that fails the parity gate (exit 5) is not written.
@@ -90,6 +97,26 @@ class RangeType(click.ParamType):
         if not high > low:
             self.fail(f"{value!r}: HIGH must be greater than LOW", param, ctx)
         return (low, high)
+
+
+class BindType(click.ParamType):
+    """``NAME=v1,v2,...`` → ``(NAME, (v1, v2, ...))``: a foreign graph's extra input fixed to constants."""
+
+    name = "bind"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> tuple[str, tuple[float, ...]]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, values = str(value).partition("=")
+        try:
+            numbers = tuple(float(v) for v in values.split(",")) if sep and values.strip() else ()
+        except ValueError:
+            numbers = ()
+        if not name.strip() or not numbers:
+            self.fail(f"{value!r}: expected NAME=v1,v2,... (an input of the graph and its values), e.g. "
+                      "style_weights=0,0,1,0", param, ctx)
+        return name.strip(), numbers
 
 
 class ShapeType(click.ParamType):
@@ -179,6 +206,14 @@ def _shape_option(label: str) -> Any:
               help="foreign ONNX: the float values the network expects for black,white")
 @click.option("--output-range", type=RangeType(), default="0,255", show_default=True, metavar="LOW,HIGH",
               help="foreign ONNX: the float values the network returns for black,white")
+@click.option("--bind", "bind", type=BindType(), multiple=True, metavar="NAME=v1,v2,...",
+              help="foreign ONNX with inputs besides the image: fix input NAME to these values (one fixed style, "
+                   "a fixed style embedding); repeat for several inputs")
+@click.option("--style-input", metavar="NAME",
+              help="foreign ONNX: keep input NAME (style weights) as the artifact's style input: one file holds "
+                   "every style, nst-stylize --style NAME|INDEX|\"I:W,J:W\" chooses or blends them")
+@click.option("--style-names", metavar="n1,n2,...",
+              help="--style-input: the styles' names, in order (default: their indices)")
 @verbosity_options
 def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: int, no_tiling_graph: bool,
            onnx_only: bool, device: Device, min_shape: tuple[int, int, int], opt_shape: tuple[int, int, int],
@@ -189,8 +224,14 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
            input_range: tuple[float, float] = (0.0, 255.0), output_range: tuple[float, float] = (0.0, 255.0),
            int8: bool = False, calibration_dir: Path | None = None,
            calibration_method: str = DEFAULT_CALIBRATION_METHOD,
-           int8_min_psnr: float = DEFAULT_INT8_MIN_PSNR) -> int:
+           int8_min_psnr: float = DEFAULT_INT8_MIN_PSNR, bind: tuple[tuple[str, tuple[float, ...]], ...] = (),
+           style_input: str | None = None, style_names: str | None = None) -> int:
     setup_logging("nst-export", verbose=verbose, quiet=quiet, default=logging.INFO)
+    if (bind or style_input or style_names) and checkpoint.suffix.lower() != ".onnx":
+        raise UsageError("--bind, --style-input and --style-names import a foreign ONNX file's extra inputs; "
+                         f"{checkpoint} is a checkpoint (its styles come from training: nst-train --style a.jpg b.jpg).")
+    if len({name for name, _ in bind}) != len(bind):
+        raise UsageError("--bind names the same input twice; give each input once.")
     if int8 and calibration_dir is None:
         raise UsageError("--int8 needs --calibration-dir DIR: a folder of photos like the ones you will stylize "
                          "(at least 3). INT8 ranges are measured on them; nst never calibrates on generated "
@@ -213,7 +254,8 @@ def export(checkpoint: Path, output: Path, fp16: bool, name: str | None, opset: 
         builder_opt_level=builder_opt_level, workspace_gib=workspace_gib, fp32_tol=fp32_tol, fp16_min_psnr=fp16_min_psnr, triton_repo=triton_repo,
         fixed_size=fixed_size, input_range=input_range, output_range=output_range,
         int8=int8, calibration_dir=calibration_dir, calibration_method=calibration_method,
-        int8_min_psnr=int8_min_psnr,
+        int8_min_psnr=int8_min_psnr, bind=dict(bind), style_input=style_input,
+        style_names=tuple(n.strip() for n in style_names.split(",")) if style_names else (),
     )
     check_source(checkpoint)
     refuse_replacing_inputs([checkpoint], planned_outputs(options),
@@ -342,6 +384,10 @@ class ExportOptions:
     calibration_dir: Path | None = None
     calibration_method: str = DEFAULT_CALIBRATION_METHOD
     int8_min_psnr: float = DEFAULT_INT8_MIN_PSNR
+    #: foreign ONNX with inputs besides the image: constants (name -> values), or the kept style input
+    bind: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    style_input: str | None = None
+    style_names: tuple[str, ...] = ()
 
 
 def run(args: ExportOptions) -> list[Path]:

@@ -26,11 +26,27 @@ runtime, TensorRT, ``nst-info``) can tell the difference:
    the TensorRT lint where ``nst_export.trt_lint`` is present; then the sidecar (a graph whose batch is fixed
    records it as the sidecar's ``profile``, and the runtime sends it one image per call).
 
-Extension points (issue 18 adds to these, it does not rewrite them): :class:`ForeignImport` carries the value
-ranges (``input_range``/``output_range``, e.g. ``(0, 1)`` for exports that end in a Sigmoid); graphs with
-inputs besides the image are refused today in one place (:func:`_refuse_extra_inputs`), which is where binding
-them to constants or keeping a style input belongs; ``onnx_from_foreign(source_extra=...)`` adds a catalogue's
-URL, licence or style names to the sidecar's ``source`` (issue 19).
+Value ranges: :class:`ForeignImport` carries ``input_range``/``output_range`` (e.g. ``(0, 1)`` for exports that
+take 0..1 and end in a Sigmoid). ``onnx_from_foreign(source_extra=...)`` adds a catalogue's URL, licence or style
+names to the sidecar's ``source`` (issue 19).
+
+Inputs besides the image (multi-style networks: a style-weight vector; arbitrary-style ones: a style
+embedding) each need a value, given one of two ways (:func:`check_extra_inputs` refuses a graph that leaves one
+open, in one line naming both):
+
+* ``bind={NAME: (v1, v2, ...)}`` (``--bind NAME=v1,v2,...``): a constant inside the artifact, one fixed style;
+  the result is a plain one-style artifact, and constants it makes foldable are folded;
+* ``style_input=NAME`` (``--style-input NAME [--style-names n1,n2,...]``): kept as the artifact's second input
+  ``style``, a float32 vector of the N style weights (:class:`nst_runtime.sidecar.StyleInput` in the sidecar
+  names the styles; the runtime feeds it on every call, ``--style NAME|INDEX|"3:0.5,12:0.5"``). The wrapper
+  reshapes it to what the network declares (``[N]``, ``[1, N]``, ``[batch, N]``, ``[1, N, 1, 1]``...) and casts
+  it to the network's float type. The parity gate then runs for the first style, the last and an even blend of
+  the two, each against the original file fed the same vector.
+
+Normalization written out as ``ReduceMean``/``Sub``/``Pow``/``Sqrt``/``Div`` (conditional instance norm as
+PyTorch's TorchScript exporter writes it) holds the FP16 trap of ``InstanceNormalization`` without its op type:
+for such graphs the FP16 file converts only the ops of :data:`FP16_OPS_WITH_DECOMPOSED_NORM` and keeps the rest
+in FP32 (:func:`decomposed_norm_nodes` finds them; the result is checked).
 """
 
 from __future__ import annotations
@@ -62,6 +78,11 @@ WRAP_PREFIX = "nst/"
 _MIN_SIZE_CANDIDATES = (8, 16, 32, 64, 128)
 #: ops whose given input carries an output shape: constant there + image-dependent data = a baked-in size
 _SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "Resize": 3}
+#: the artifact's style input (multi-style imports): float32 [number of styles]
+STYLE_NAME = "style"
+#: graphs that normalize with ReduceMean/Sub/Pow/Sqrt/Div: the only ops their FP16 file computes in FP16
+FP16_OPS_WITH_DECOMPOSED_NORM = frozenset({"Conv", "ConvTranspose", "Relu", "LeakyRelu", "Pad", "MaxPool",
+                                           "AveragePool"})
 
 Layout = Literal["NCHW", "NHWC"]
 
@@ -77,6 +98,12 @@ class ForeignImport:
     #: compose resize-in / resize-out around a graph whose size is fixed (see the module docstring)
     fixed_size: bool = False
     opset: int = DEFAULT_IMPORT_OPSET
+    #: inputs besides the image fixed to constants (``--bind NAME=v1,v2,...``): name -> values
+    bind: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: the input kept as the artifact's style input (``--style-input NAME``)
+    style_input: str | None = None
+    #: names of its styles, in order (``--style-names``; default: the indices)
+    style_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("input_range", "output_range"):
@@ -84,6 +111,66 @@ class ForeignImport:
             if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
                 raise UsageError(f"{name} {lo},{hi}: expected two finite numbers LOW,HIGH with HIGH > LOW "
                                  "(e.g. 0,255 or 0,1).")
+        for name, values in self.bind.items():
+            if not values or not all(np.isfinite(v) for v in values):
+                raise UsageError(f"--bind {name}=...: expected one or more finite numbers, e.g. --bind "
+                                 f"{name}=0,0,1,0.")
+        if self.style_input is not None and self.style_input in self.bind:
+            raise UsageError(f"{self.style_input!r} is both bound (--bind) and the style input (--style-input); "
+                             "choose one.")
+        if self.style_names and self.style_input is None:
+            raise UsageError("--style-names names the styles of --style-input NAME; add --style-input.")
+        if len(set(self.style_names)) != len(self.style_names) or not all(n.strip() for n in self.style_names):
+            raise UsageError(f"--style-names {','.join(self.style_names)}: each style needs its own non-empty name.")
+
+
+@dataclass(frozen=True)
+class ExtraInput:
+    """An input of the foreign graph besides the image, as the file declares it."""
+
+    name: str
+    dims: tuple[int | str, ...]
+    elem_type: int
+
+    @property
+    def batch_dynamic(self) -> bool:
+        """A leading dimension that is not a number: one row per image of the batch."""
+        return len(self.dims) > 1 and not isinstance(self.dims[0], int)
+
+    def vector_axis(self) -> int | None:
+        """The one axis that holds the values (the others are 1, or the dynamic batch); None if none is."""
+        start = 1 if self.batch_dynamic else 0
+        axes = [a for a in range(start, len(self.dims)) if self.dims[a] != 1]
+        if len(axes) == 1:
+            return axes[0]
+        if not axes and len(self.dims) > start:
+            return start  # every dim is 1: one value
+        return None
+
+    @property
+    def size(self) -> int | None:
+        """How many values it takes (None: the file does not say)."""
+        axis = self.vector_axis()
+        if axis is None:
+            return None
+        d = self.dims[axis]
+        return d if isinstance(d, int) and d > 0 else None
+
+    def shape_for(self, size: int, batch: int = 1) -> tuple[int, ...]:
+        axis = self.vector_axis()
+        return tuple(size if a == axis else (batch if a == 0 and self.batch_dynamic else 1)
+                     for a in range(len(self.dims)))
+
+    def value(self, vector: np.ndarray, batch: int = 1) -> np.ndarray:
+        """``vector`` in the declared shape and float type, repeated for ``batch`` images where the batch is
+        an axis (what the original graph is fed)."""
+        import onnx
+
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(self.elem_type)
+        single = np.asarray(vector, np.float32).reshape(self.shape_for(vector.size, 1))
+        if self.batch_dynamic:
+            single = np.repeat(single, batch, axis=0)
+        return single.astype(dtype)
 
 
 @dataclass(frozen=True)
@@ -110,10 +197,14 @@ class ForeignGraph:
     #: why N or H/W cannot vary (empty when both can)
     why_fixed: tuple[str, ...] = ()
     min_size: int = 8
+    #: inputs besides the image, in graph order
+    extra_inputs: tuple[ExtraInput, ...] = ()
 
     def source_record(self, mode: str) -> dict[str, Any]:
         """The sidecar's ``source`` entry."""
-        return {
+        extra = ({"extra_inputs": [{"name": e.name, "shape": list(e.dims)} for e in self.extra_inputs]}
+                 if self.extra_inputs else {})
+        return {**extra,
             "kind": "foreign-onnx", "file": self.path.name, "sha256": self.sha256, "opset": self.opset,
             "ir_version": self.ir_version, "producer": self.producer, "input": self.input_name,
             "input_shape": list(self.input_shape), "output": self.output_name,
@@ -164,12 +255,57 @@ def _layout_of(dims: tuple[int | str, ...], what: str, path: Path) -> Layout:
                          "channels, NCHW [N,3,H,W] or NHWC [N,H,W,3].")
 
 
-def _refuse_extra_inputs(path: Path, image: str, extra: Sequence[str]) -> None:
-    """Graphs with inputs besides the image (a style vector, a style embedding) are issue 18's addition."""
-    if extra:
-        raise ModelFileError(f"{path}: the graph has inputs {list(extra)} besides the image {image!r}; this nst "
-                             "imports single-input style networks only. Fix: export the network with its other "
-                             "inputs fixed to constants.")
+def check_extra_inputs(graph: ForeignGraph, options: ForeignImport) -> None:
+    """Every input besides the image is bound (``options.bind``) or kept as the style input, with a value count
+    that fits its declared shape; one line naming what is missing and both fixes otherwise."""
+    extra = {e.name: e for e in graph.extra_inputs}
+    named = [*options.bind, *([options.style_input] if options.style_input else [])]
+    unknown = [n for n in named if n not in extra]
+    if unknown:
+        raise UsageError(f"{graph.path}: {unknown[0]!r} is not an input of the graph besides the image "
+                         f"{graph.input_name!r}; those are {sorted(extra) or 'none'}.")
+    open_ = [n for n in extra if n not in named]
+    if open_:
+        first = extra[open_[0]]
+        example = ",".join(["0"] * min(first.size or 3, 3)) + ("..." if (first.size or 3) > 3 else "")
+        raise ModelFileError(
+            f"{graph.path}: the graph has inputs {open_} besides the image {graph.input_name!r}; nst needs a value "
+            f"for each. Fix: --bind {first.name}={example} (a constant: one fixed style) or --style-input "
+            f"{first.name} [--style-names n1,n2,...] (kept as the artifact's style input; nst-stylize --style).")
+    if options.style_input is not None and (extra[options.style_input].elem_type not in _float_types()):
+        raise ModelFileError(f"{graph.path}: the style input {options.style_input!r} is not a float tensor; nst "
+                             "feeds style weights as floats.")
+    for name, values in options.bind.items():
+        _check_vector_input(graph, extra[name], len(values), f"--bind {name}")
+    if options.style_input is not None:
+        e = extra[options.style_input]
+        count = len(options.style_names) or e.size
+        if count is None:
+            raise UsageError(f"{graph.path}: the style input {e.name!r} declares shape {list(e.dims)}, which does "
+                             "not say how many styles it holds. Fix: --style-names n1,n2,... (one per style).")
+        _check_vector_input(graph, e, count, "--style-names" if options.style_names else "--style-input")
+
+
+def _float_types() -> tuple[int, ...]:
+    import onnx
+
+    return (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+
+
+def _check_vector_input(graph: ForeignGraph, extra: ExtraInput, count: int, option: str) -> None:
+    if extra.vector_axis() is None:
+        raise ModelFileError(f"{graph.path}: input {extra.name!r} has shape {list(extra.dims)}; nst feeds extra "
+                             "inputs as one vector of values (shapes like [N], [1, N], [batch, N], [1, N, 1, 1]).")
+    if extra.size is not None and count != extra.size:
+        raise UsageError(f"{option}: {count} value(s) for input {extra.name!r}, which takes {extra.size} "
+                         f"(shape {list(extra.dims)}).")
+
+
+def _image_input(inputs: Sequence[Any]) -> Any:
+    """The 4-D input with 3 channels first or last (a 4-D style embedding like [1, 100, 1, 1] is not it)."""
+    four = [i for i in inputs if len(_dims(i)) == 4]
+    rgb = [i for i in four if 3 in (_dims(i)[1], _dims(i)[3])]
+    return (rgb or four)[0] if four else None
 
 
 def inspect_foreign(model: Any, path: Path, *, sha256: str) -> ForeignGraph:
@@ -178,12 +314,11 @@ def inspect_foreign(model: Any, path: Path, *, sha256: str) -> ForeignGraph:
 
     inputs = _graph_inputs(model)
     float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-    images = [i for i in inputs if len(_dims(i)) == 4]
-    if not images:
+    image = _image_input(inputs)
+    if image is None:
         raise ModelFileError(f"{path}: no 4-D image input among {[i.name for i in inputs]}; expected a style "
                              "network taking an [N,3,H,W] or [N,H,W,3] float image.")
-    image = images[0]
-    _refuse_extra_inputs(path, image.name, [i.name for i in inputs if i.name != image.name])
+    extra = tuple(ExtraInput(i.name, _dims(i), i.type.tensor_type.elem_type) for i in inputs if i.name != image.name)
     if image.type.tensor_type.elem_type not in float_types:
         dtype = onnx.TensorProto.DataType.Name(image.type.tensor_type.elem_type)
         raise ModelFileError(f"{path}: the image input {image.name!r} is {dtype}; expected a float tensor. "
@@ -204,6 +339,7 @@ def inspect_foreign(model: Any, path: Path, *, sha256: str) -> ForeignGraph:
         producer=f"{model.producer_name} {model.producer_version}".strip() or "unknown",
         input_name=image.name, output_name=out.name, input_shape=in_dims, output_shape=out_dims, layout=layout,
         native_hw=native_hw, native_batch=native_batch, size_multiple=_size_multiple(model, image.name),
+        extra_inputs=extra,
     )
 
 
@@ -396,8 +532,40 @@ def _probe_input(graph: ForeignGraph, n: int, h: int, w: int, seed: int = 0) -> 
     return x if graph.layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
-def probe_dynamic(model: Any, graph: ForeignGraph) -> ForeignGraph:
-    """Run the graph with N/H/W declared dynamic at other sizes; return ``graph`` with the verdict filled in."""
+#: the values of the inputs besides the image for a batch of N images: ``feeds(N) -> {name: array}``
+Feeds = Callable[[int], dict[str, np.ndarray]]
+
+
+def original_feeds(graph: ForeignGraph, options: ForeignImport, style: np.ndarray | None = None) -> Feeds:
+    """What the original graph's inputs besides the image are fed: the bound values, and ``style`` (the weight
+    vector) for the style input, each in the declared shape and type."""
+    def feeds(batch: int) -> dict[str, np.ndarray]:
+        out = {}
+        for e in graph.extra_inputs:
+            if e.name in options.bind:
+                out[e.name] = e.value(np.asarray(options.bind[e.name], np.float32), batch)
+            elif e.name == options.style_input and style is not None:
+                out[e.name] = e.value(style, batch)
+        return out
+
+    return feeds
+
+
+def style_count(graph: ForeignGraph, options: ForeignImport) -> int | None:
+    """How many styles the style input holds (None: no style input)."""
+    if options.style_input is None:
+        return None
+    extra = next(e for e in graph.extra_inputs if e.name == options.style_input)
+    return len(options.style_names) or extra.size
+
+
+def _no_feeds(batch: int) -> dict[str, np.ndarray]:
+    return {}
+
+
+def probe_dynamic(model: Any, graph: ForeignGraph, feeds: Feeds = _no_feeds) -> ForeignGraph:
+    """Run the graph with N/H/W declared dynamic at other sizes; return ``graph`` with the verdict filled in.
+    ``feeds``: the values of the inputs besides the image (:func:`original_feeds`)."""
     native_h, native_w = graph.native_hw or (64, 64)
     m = graph.size_multiple
     h_ax, w_ax = (2, 3) if graph.layout == "NCHW" else (1, 2)
@@ -405,7 +573,7 @@ def probe_dynamic(model: Any, graph: ForeignGraph) -> ForeignGraph:
     culprits = fixed_size_culprits(model, graph.input_name)
 
     def run(session: Any, x: np.ndarray) -> np.ndarray:
-        return session.run([graph.output_name], {graph.input_name: x})[0]
+        return session.run([graph.output_name], {graph.input_name: x, **feeds(x.shape[0])})[0]
 
     try:
         session = _session(relaxed(model, graph))
@@ -509,6 +677,10 @@ def deploy_model_from_foreign(model: Any, graph: ForeignGraph, options: ForeignI
     w = _Wrapper()
     # ---- in: uint8 NHWC -> float, the network's layout and value range, its size
     x = w.node("Cast", [INPUT_NAME], to=onnx.TensorProto.FLOAT)
+    batch_size = w.node("Slice", [w.node("Shape", [x]), w.const([0]), w.const([1])]) if any(
+        e.batch_dynamic for e in graph.extra_inputs) else None
+    for extra in graph.extra_inputs:
+        _compose_extra(w, extra, graph, options, batch_size)
     if nchw:
         x = w.node("Transpose", [x], perm=[0, 3, 1, 2])
     hw = w.node("Slice", [w.node("Shape", [x]), w.const([h_ax]), w.const([w_ax + 1])])
@@ -539,18 +711,46 @@ def deploy_model_from_foreign(model: Any, graph: ForeignGraph, options: ForeignI
     w.node("Cast", [y], output=OUTPUT_NAME, to=onnx.TensorProto.UINT8)
     batch: int | str = "batch" if graph.dynamic_batch or graph.native_batch is None else graph.native_batch
     dims: list[int | str] = [batch, "height", "width", 3]
+    styles = style_count(graph, options)
+    style_in = ([helper.make_tensor_value_info(STYLE_NAME, onnx.TensorProto.FLOAT, [styles])]
+                if styles is not None else [])
     composed = helper.make_model(
         helper.make_graph([*w.before, *net.graph.node, *w.after], "nst_foreign",
-                          [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.UINT8, dims)],
+                          [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.UINT8, dims), *style_in],
                           [helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.UINT8, dims)],
                           initializer=[*net.graph.initializer, *w.inits]),
         opset_imports=list(net.opset_import), producer_name="nst-export", ir_version=net.ir_version)
     composed.functions.extend(net.functions)
-    for key, value in (("nst.contract", "uint8 NHWC RGB in [0,255] -> uint8 NHWC RGB, same N/H/W"),
+    if options.bind:  # the bound values are constants now: what only they fed folds away
+        composed = fold_constants(composed)
+    contract = "uint8 NHWC RGB in [0,255] -> uint8 NHWC RGB, same N/H/W"
+    if styles is not None:
+        contract += f"; float32 {STYLE_NAME}[{styles}]: style weights"
+    for key, value in (("nst.contract", contract),
                        ("nst.source_sha256", graph.sha256),
                        ("nst.import_mode", "fixed-size (resize in/out)" if fixed else "dynamic")):
         composed.metadata_props.add(key=key, value=value)
     return composed
+
+
+def _compose_extra(w: _Wrapper, extra: ExtraInput, graph: ForeignGraph, options: ForeignImport,
+                   batch_size: str | None) -> None:
+    """The wrapper's nodes that feed one input besides the image: a bound constant, or the artifact's style
+    input, reshaped to the declared shape (repeated over the batch where that is an axis) and cast to its type."""
+    import onnx
+
+    if extra.name in options.bind:
+        values = np.asarray(options.bind[extra.name], np.float32)
+        source, size = w.const(values, np.float32), values.size
+    else:
+        source, size = STYLE_NAME, style_count(graph, options) or 1
+    shape = extra.shape_for(size, 1)
+    y = source if shape == (size,) else w.node("Reshape", [source, w.const(list(shape))])
+    if extra.batch_dynamic and batch_size is not None:
+        y = w.node("Expand", [y, w.node("Concat", [batch_size, w.const(list(shape[1:]))], axis=0)])
+    if extra.elem_type != onnx.TensorProto.FLOAT:
+        y = w.node("Cast", [y], to=extra.elem_type)
+    w.node("Identity", [y], output=NET_PREFIX + extra.name)
 
 
 def _why_fixed_message(graph: ForeignGraph) -> str:
@@ -563,8 +763,10 @@ def _why_fixed_message(graph: ForeignGraph) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ checking
-def check_foreign_deploy_model(model: Any, *, dynamic_batch: bool, precision: str | None = None) -> None:
-    """The nst contract on a composed graph: checker, uint8 NHWC I/O named ``input``/``output``, dynamic H/W."""
+def check_foreign_deploy_model(model: Any, *, dynamic_batch: bool, precision: str | None = None,
+                               styles: int | None = None) -> None:
+    """The nst contract on a composed graph: checker, uint8 NHWC I/O named ``input``/``output``, dynamic H/W;
+    ``styles``: a second input ``style``, float32 [styles]."""
     import onnx
 
     problems = []
@@ -572,8 +774,14 @@ def check_foreign_deploy_model(model: Any, *, dynamic_batch: bool, precision: st
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
-    for kind, values, name in (("input", model.graph.input, INPUT_NAME), ("output", model.graph.output,
-                                                                            OUTPUT_NAME)):
+    inputs = list(model.graph.input)
+    if styles is not None:
+        style = [v for v in inputs if v.name == STYLE_NAME]
+        if len(style) != 1 or style[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or _dims(
+                style[0]) != (styles,):
+            problems.append(f"expected a float32 input {STYLE_NAME!r} of shape [{styles}]")
+        inputs = [v for v in inputs if v.name != STYLE_NAME]
+    for kind, values, name in (("input", inputs, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
         if [v.name for v in values] != [name]:
             problems.append(f"expected one {kind} named {name!r}, found {[v.name for v in values]}")
             continue
@@ -596,9 +804,19 @@ def check_foreign_deploy_model(model: Any, *, dynamic_batch: bool, precision: st
                              + ". This is a bug in the import; please report it with the source file.")
 
 
-def fp16_model_from_foreign(model: Any, *, dynamic_batch: bool) -> Any:
+def decomposed_norm_nodes(model: Any) -> list[str]:
+    """Names of the nodes of a normalization written out with primitive ops on image data (``ReduceMean``,
+    ``Pow``, ``Sqrt``, ``Div``, ``ReduceSumSquare``...): the statistics FP16 must not compute."""
+    dependent = _image_dependent(model, INPUT_NAME)
+    stats = {"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "Pow", "Sqrt", "Div", "Reciprocal"}
+    return [n.name for n in model.graph.node if n.op_type in stats and n.input and n.input[0] in dependent]
+
+
+def fp16_model_from_foreign(model: Any, *, dynamic_batch: bool, styles: int | None = None) -> Any:
     """FP16 version of a composed FP32 graph: the same method as nst's own exports (see ``nst_export.fp16``):
-    convolutions FP16; InstanceNormalization, the wrapper and everything outside the first..last Conv FP32."""
+    convolutions FP16; InstanceNormalization, the wrapper and everything outside the first..last Conv FP32.
+    A graph whose normalization is written out in primitive ops (:func:`decomposed_norm_nodes`) converts only
+    :data:`FP16_OPS_WITH_DECOMPOSED_NORM`: mean, variance, scale and shift stay FP32."""
     import warnings
 
     import onnx
@@ -616,6 +834,9 @@ def fp16_model_from_foreign(model: Any, *, dynamic_batch: bool) -> Any:
                              "Fix: import without --fp16.")
     keep = [n.name for i, n in enumerate(model.graph.node)
             if i < convs[0] or i > convs[-1] or n.name.startswith(WRAP_PREFIX)]
+    decomposed = decomposed_norm_nodes(model)
+    if decomposed:
+        keep += [n.name for n in model.graph.node if n.op_type not in FP16_OPS_WITH_DECOMPOSED_NORM]
     originals = {i.name: i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -623,18 +844,27 @@ def fp16_model_from_foreign(model: Any, *, dynamic_batch: bool) -> Any:
             model, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OP_TYPES],
             node_block_list=keep)
     _restore_fp32_initializers(fp16, originals)
-    check_foreign_deploy_model(fp16, dynamic_batch=dynamic_batch, precision="fp16")
+    check_foreign_deploy_model(fp16, dynamic_batch=dynamic_batch, precision="fp16", styles=styles)
     problems = fp32_island_problems(fp16)
+    if decomposed:
+        from .fp16 import tensor_dtypes
+
+        types = tensor_dtypes(fp16)
+        wanted = set(decomposed)
+        problems += [f"{n.name}: {name} is {onnx.TensorProto.DataType.Name(types.get(name, 0))}"
+                     for n in fp16.graph.node if n.name in wanted for name in (*n.input[:1], *n.output)
+                     if types.get(name) != onnx.TensorProto.FLOAT]
     if problems:
-        raise ModelFileError(f"FP16 conversion left InstanceNormalization outside FP32: {'; '.join(problems)}.")
+        raise ModelFileError(f"FP16 conversion left the normalization outside FP32: {'; '.join(problems)}.")
     return fp16
 
 
 # ------------------------------------------------------------------------------------------------ the reference
-def original_reference(path: Path, model: Any, graph: ForeignGraph, options: ForeignImport
-                       ) -> Callable[[np.ndarray], np.ndarray]:
+def original_reference(path: Path, model: Any, graph: ForeignGraph, options: ForeignImport,
+                       feeds: Feeds = _no_feeds) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 NHWC -> uint8 NHWC through the **original file** on ONNX Runtime CPU, with the wrapper's host-side
-    equivalent in numpy (layout, range, reflection pad to the size multiple, crop, clamp, round).
+    equivalent in numpy (layout, range, reflection pad to the size multiple, crop, clamp, round); ``feeds``:
+    the original's inputs besides the image (:func:`original_feeds`).
 
     Batches at the file's declared shape run on the unmodified file; other shapes (dynamic artifacts only) on
     the same graph with its input dims declared dynamic (:func:`relaxed`), the only way the original runs there.
@@ -658,7 +888,7 @@ def original_reference(path: Path, model: Any, graph: ForeignGraph, options: For
     (ilo, ihi), (olo, ohi) = options.input_range, options.output_range
 
     def run_one(x: np.ndarray) -> np.ndarray:
-        return session_for(x).run([graph.output_name], {graph.input_name: x})[0]
+        return session_for(x).run([graph.output_name], {graph.input_name: x, **feeds(x.shape[0])})[0]
 
     def run(batch: np.ndarray) -> np.ndarray:
         n, h, w, _ = batch.shape
@@ -697,14 +927,14 @@ def parity_shapes_for(graph: ForeignGraph, min_size: int,
     return list(dict.fromkeys(out))
 
 
-def _min_size(deploy: Any, graph: ForeignGraph) -> int:
+def _min_size(deploy: Any, graph: ForeignGraph, feeds: Mapping[str, np.ndarray] | None = None) -> int:
     """The smallest candidate H=W at which the composed graph runs (the runtime pads smaller images)."""
     if not graph.dynamic_hw:
         return _MIN_SIZE_CANDIDATES[0]  # resize-in: any size works
     session = _session(deploy)
     for size in _MIN_SIZE_CANDIDATES:
         try:
-            session.run(None, {INPUT_NAME: np.zeros((1, size, size, 3), np.uint8)})
+            session.run(None, {INPUT_NAME: np.zeros((1, size, size, 3), np.uint8), **(feeds or {})})
             return size
         except Exception as exc:
             log.debug("composed graph fails at %dx%d: %s", size, size, _first_line(exc))
@@ -755,22 +985,45 @@ def onnx_from_foreign(
     graph = inspect_foreign(model, source, sha256=file_sha256(source))
     log.info("%s: %s, opset %d, input %s %s (%s), output %s", source.name, graph.producer, graph.opset,
              graph.input_name, list(graph.input_shape), graph.layout, list(graph.output_shape))
+    check_extra_inputs(graph, options)
+    styles = style_count(graph, options)
+    style_names = options.style_names or tuple(str(i) for i in range(styles or 0))
+    # the parity gate runs per style: the first, the last and an even blend of the two (one run without styles)
+    checks: list[tuple[str, np.ndarray | None]] = [("", None)]
+    if styles is not None:
+        first, last = np.eye(styles, dtype=np.float32)[0], np.eye(styles, dtype=np.float32)[-1]
+        checks = [(style_names[0], first)]
+        if styles > 1:
+            checks += [(style_names[-1], last),
+                       (f"0.5 {style_names[0]} + 0.5 {style_names[-1]}", (first + last) / np.float32(2))]
     modern = modernize(model, opset=options.opset)
-    graph = probe_dynamic(modern, graph)
+    graph = probe_dynamic(modern, graph, original_feeds(graph, options, checks[0][1]))
     mode = "dynamic" if graph.dynamic_hw else "fixed-size"
     if graph.why_fixed:
         log.info("%s: N dynamic: %s, H/W dynamic: %s (%s)", source.name, graph.dynamic_batch, graph.dynamic_hw,
                  "; ".join(graph.why_fixed))
     deploy = deploy_model_from_foreign(modern, graph, options)
-    check_foreign_deploy_model(deploy, dynamic_batch=graph.dynamic_batch)
-    graph = dataclasses.replace(graph, min_size=_min_size(deploy, graph))
-    reference = original_reference(source, modern, graph, options)
+    check_foreign_deploy_model(deploy, dynamic_batch=graph.dynamic_batch, styles=styles)
+
+    def deploy_feeds(weights: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {} if weights is None else {STYLE_NAME: weights}
+
+    graph = dataclasses.replace(graph, min_size=_min_size(deploy, graph, deploy_feeds(checks[0][1])))
     reference_name = f"original ONNX {source.name} (sha256 {graph.sha256[:12]}…, onnxruntime CPU)"
     shapes = parity_shapes_for(graph, graph.min_size, parity_shapes)
     lint = _trt_lint(deploy)
     written: list[tuple[Any, Path, str]] = [(deploy, out, "fp32")]
     if fp16_out is not None:
-        written.append((fp16_model_from_foreign(deploy, dynamic_batch=graph.dynamic_batch), Path(fp16_out), "fp16"))
+        written.append((fp16_model_from_foreign(deploy, dynamic_batch=graph.dynamic_batch, styles=styles),
+                        Path(fp16_out), "fp16"))
+    style_meta = None
+    if styles is not None:
+        from nst_runtime.sidecar import StyleInput
+
+        style_meta = StyleInput(name=STYLE_NAME, size=styles, names=tuple(style_names))
+    imported = {"style_input": options.style_input} if options.style_input else {}
+    if options.bind:
+        imported["bind"] = {k: list(v) for k, v in options.bind.items()}
     reports: dict[str, ParityReport] = {}
     fp32_sha = None
     for proto, path, precision in written:
@@ -778,16 +1031,23 @@ def onnx_from_foreign(
         tmp = temp_path_for(path)
         try:
             save_model(proto, tmp, final=path)
-            report = check_parity(tmp, reference, precision=precision, reference_name=reference_name,
-                                  tolerance=tolerance, shapes=shapes, label=str(path))
+            per_style = []
+            for label, weights in checks:
+                reference = original_reference(source, modern, graph, options,
+                                               original_feeds(graph, options, weights))
+                per_style.append(check_parity(
+                    tmp, reference, precision=precision, tolerance=tolerance, shapes=shapes,
+                    reference_name=reference_name + (f", style {label}" if label else ""),
+                    label=str(path) + (f" (style {label})" if label else ""), feeds=deploy_feeds(weights)))
+            report = _merged_report(per_style, reference_name, [label for label, _ in checks])
             log.info("%s parity against the original: %s", precision.upper(), report.summary())
             sha = file_sha256(tmp)
             meta = onnx_sidecar(precision=precision, opset=options.opset, artifact_sha256=sha,
                                 checkpoint_sha256=None, onnx_sha256=fp32_sha, parity=report,
                                 architecture=f"foreign-onnx ({graph.producer})")
             meta = dataclasses.replace(meta, min_size=graph.min_size, profile=_fixed_batch_profile(graph),
-                                       source={**graph.source_record(mode), "tensorrt_lint": lint,
-                                               **dict(source_extra or {})})
+                                       source={**graph.source_record(mode), "tensorrt_lint": lint, **imported,
+                                               **dict(source_extra or {})}, style=style_meta)
             publish(tmp, path, meta)
             reports[precision] = report
             fp32_sha = fp32_sha or sha
@@ -796,6 +1056,17 @@ def onnx_from_foreign(
                 tmp.unlink()
     return ForeignResult(fp32=out, graph=graph, parity=reports["fp32"], fp16=Path(fp16_out) if fp16_out else None,
                          fp16_parity=reports.get("fp16"), lint=lint)
+
+
+def _merged_report(reports: Sequence[ParityReport], reference: str, styles: Sequence[str]) -> ParityReport:
+    """One report over the per-style gates (their images together, so the worst numbers show); the styles
+    checked are listed in the reference's name."""
+    if len(reports) == 1:
+        return reports[0]
+    return dataclasses.replace(
+        reports[0], reference=f"{reference}; styles {', '.join(styles)}",
+        images=tuple(image for r in reports for image in r.images),
+        failures=tuple(f for r in reports for f in r.failures))
 
 
 def _fixed_batch_profile(graph: ForeignGraph) -> Any:
@@ -859,7 +1130,10 @@ def artifact_from_foreign_onnx(options: Any) -> list[Path]:
         fp16_out=out_dir / f"{name}.fp16.onnx" if options.fp16 else None, tolerance=tolerance,
         options=ForeignImport(input_range=tuple(getattr(options, "input_range", (0.0, 255.0))),
                               output_range=tuple(getattr(options, "output_range", (0.0, 255.0))),
-                              fixed_size=bool(getattr(options, "fixed_size", False)), opset=options.opset))
+                              fixed_size=bool(getattr(options, "fixed_size", False)), opset=options.opset,
+                              bind=dict(getattr(options, "bind", None) or {}),
+                              style_input=getattr(options, "style_input", None),
+                              style_names=tuple(getattr(options, "style_names", None) or ())))
     written = [imported.fp32] + ([imported.fp16] if imported.fp16 is not None else [])
     artifact = written[-1]
     if not options.onnx_only:

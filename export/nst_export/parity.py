@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -288,18 +288,22 @@ def _degenerate(images: np.ndarray, inputs: np.ndarray, min_range: int) -> tuple
     return int(ranges.min()), problems
 
 
-def _raw_candidate(raw_session: tuple[Any, str] | None, input_name: str, batch: np.ndarray) -> np.ndarray | None:
+def _raw_candidate(raw_session: tuple[Any, str] | None, input_name: str, batch: np.ndarray,
+                   feeds: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
     if raw_session is None:
         return None
     session, name = raw_session
-    return session.run([name], {input_name: batch})[0]
+    return session.run([name], {input_name: batch, **(feeds or {})})[0]
 
 
 def check_parity(onnx_path: str | os.PathLike[str], reference: Reference, *, precision: str,
                  reference_name: str, tolerance: ParityTolerance = DEFAULT_TOLERANCE,
                  shapes: Sequence[tuple[int, int, int]] = DEFAULT_SHAPES, raise_on_failure: bool = True,
-                 label: str | None = None) -> ParityReport:
+                 label: str | None = None, feeds: Mapping[str, np.ndarray] | None = None) -> ParityReport:
     """Run ``onnx_path`` on the fixed test images, compare with ``reference`` and apply the gate.
+
+    ``feeds``: the candidate's inputs besides the image (a multi-style graph's style weights), the same on
+    every batch; the reference is expected to use the same style.
 
     Raises :class:`ParityError` listing every failing batch (unless ``raise_on_failure`` is False, in which case
     the report carries the failures).
@@ -307,16 +311,16 @@ def check_parity(onnx_path: str | os.PathLike[str], reference: Reference, *, pre
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be 'fp32' or 'fp16', got {precision!r}")
     session = _cpu_session(onnx_path)
-    input_name = session.get_inputs()[0].name
+    input_name = next(i.name for i in session.get_inputs() if i.name not in (feeds or {}))
     raw_session = raw_output_session(onnx_path)
     results, failures = [], []
     for batch in parity_images(shapes):
-        out = session.run(None, {input_name: batch})[0]
+        out = session.run(None, {input_name: batch, **(feeds or {})})[0]
         ref = _run_reference(reference, batch)
         r = compare_images(out, ref.image)
         shape = "x".join(map(str, r.shape[:3]))
         nonfinite: int | None = None
-        for side, raw in (("the exported graph", _raw_candidate(raw_session, input_name, batch)),
+        for side, raw in (("the exported graph", _raw_candidate(raw_session, input_name, batch, feeds)),
                           (f"the reference ({reference_name})", ref.raw)):
             if raw is None:
                 continue

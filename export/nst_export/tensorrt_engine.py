@@ -108,6 +108,16 @@ def _logger(trt: Any) -> Any:
     return trt.Logger(trt.Logger.WARNING)
 
 
+def profile_shapes(profile: ShapeProfile, meta: Sidecar) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) per network input: the image's (N, H, W, 3) from ``profile``; a multi-style network's
+    style weights, whose one shape is fixed by the sidecar (``[styles]``), with min = opt = max."""
+    shapes: dict[str, tuple[tuple[int, ...], ...]] = {
+        INPUT_NAME: ((*profile.min, 3), (*profile.opt, 3), (*profile.max, 3))}
+    if meta.style is not None:
+        shapes[meta.style.name] = ((meta.style.size,),) * 3
+    return shapes
+
+
 def engine_from_onnx(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -149,7 +159,9 @@ def engine_from_onnx(
     # nothing the parser would reject is handed to TensorRT: one line naming the node and the rule instead
     from .trt_lint import check_tensorrt_compatible
 
-    check_tensorrt_compatible(onnx_path, label=str(onnx_path), expect_instance_norm=onnx_meta.role == "stylize")
+    # foreign imports may normalize with primitive ops (their FP16 file keeps those FP32: nst_export.foreign)
+    check_tensorrt_compatible(onnx_path, label=str(onnx_path), expect_instance_norm=onnx_meta.role == "stylize"
+                              and onnx_meta.source.get("kind") != "foreign-onnx")
     trt = import_tensorrt()
     gpu = gpu_info()
     log.info("building TensorRT %s engine on %s (sm %s) from %s", trt.__version__, gpu.name,
@@ -170,8 +182,9 @@ def engine_from_onnx(
             "errors name an operator, this TensorRT version does not support it."
         )
     names = [network.get_input(i).name for i in range(network.num_inputs)]
-    if names != [INPUT_NAME]:
-        raise ModelFileError(f"{onnx_path}: expected one input {INPUT_NAME!r}, the parsed network has {names}.")
+    if sorted(names) != sorted(onnx_meta.input_names):
+        raise ModelFileError(f"{onnx_path}: expected the inputs {onnx_meta.input_names} (the sidecar's), the parsed "
+                             f"network has {names}.")
 
     config = builder.create_builder_config()
     config.builder_optimization_level = optimization_level
@@ -182,7 +195,8 @@ def engine_from_onnx(
     if exclude_lean_runtime:
         config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
     opt_profile = builder.create_optimization_profile()
-    opt_profile.set_shape(INPUT_NAME, (*profile.min, 3), (*profile.opt, 3), (*profile.max, 3))
+    for name, shapes in profile_shapes(profile, onnx_meta).items():
+        opt_profile.set_shape(name, *shapes)
     config.add_optimization_profile(opt_profile)
 
     cache_path = Path(timing_cache) if timing_cache is not None else None
@@ -234,7 +248,8 @@ def engine_from_onnx(
             # the engine itself is not run here; these are the numbers of the ONNX file it was built from
             parity={**onnx_meta.parity, "measured_on": f"source ONNX {onnx_path.name}"},
             build_time_s=round(build_time, 3), architecture=onnx_meta.architecture,
-            created_at=utc_now(),
+            created_at=utc_now(), style=onnx_meta.style, gflop_per_mpx=onnx_meta.gflop_per_mpx,
+            source=onnx_meta.source,
         )
         return publish(tmp, out, meta)
     finally:

@@ -14,10 +14,15 @@ the same height and width (Triton concatenates along the batch axis), which suit
 Version-compatible engines (``nst-export --version-compatible``) load in Triton's TensorRT backend only when the
 server is started with ``--backend-config=tensorrt,version-compatible=true`` (Triton's TensorRT backend
 documentation): the writer says so at the top of ``config.pbtxt`` and in a warning when it writes the model.
+
+Multi-style networks take a second input, ``style`` (float32 ``[styles]``, no batch axis, shared by the images
+of a call). Triton's batching would add a batch axis to it, so their config has ``max_batch_size: 0`` and
+full shapes (``[-1, -1, -1, 3]`` for the images): one request is one call, with its own style.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nst_runtime.errors import ModelFileError, UsageError
-from nst_runtime.sidecar import read_sidecar, sidecar_path
+from nst_runtime.sidecar import StyleInput, read_sidecar, sidecar_path
 
 from .wrapper import INPUT_NAME, OUTPUT_NAME
 
@@ -46,14 +51,24 @@ class TritonOptions:
     version: int = 1
 
 
-def config_pbtxt(name: str, *, platform: str, options: TritonOptions, version_compatible: bool = False) -> str:
-    """The text of ``config.pbtxt`` (with a comment naming the server option a version-compatible plan needs)."""
+def config_pbtxt(name: str, *, platform: str, options: TritonOptions, version_compatible: bool = False,
+                 style: StyleInput | None = None) -> str:
+    """The text of ``config.pbtxt`` (with a comment naming the server option a version-compatible plan needs);
+    ``style``: a multi-style network's style input (no Triton batching, see the module docstring)."""
+    if style is not None:
+        options = dataclasses.replace(options, max_batch_size=0)
     header = ""
     if version_compatible:
         header = ("# This TensorRT plan is version-compatible (built with VERSION_COMPATIBLE). Triton loads it only\n"
                   f"# when tritonserver runs with {VERSION_COMPATIBLE_FLAG}\n"
                   "# (that lets the backend run the lean runtime embedded in the plan: trust its source).\n")
     batching = ""
+    image_dims = "[ -1, -1, 3 ]" if options.max_batch_size > 0 else "[ -1, -1, -1, 3 ]"
+    style_input = ("  {\n"
+                   f'    name: "{style.name}"\n'
+                   "    data_type: TYPE_FP32\n"
+                   f"    dims: [ {style.size} ]\n"
+                   "  },\n") if style is not None else ""
     if options.max_batch_size > 1:
         batching = ("dynamic_batching {\n"
                     f"  max_queue_delay_microseconds: {options.max_queue_delay_microseconds}\n"
@@ -64,18 +79,19 @@ def config_pbtxt(name: str, *, platform: str, options: TritonOptions, version_co
         f'platform: "{platform}"\n'
         f"max_batch_size: {options.max_batch_size}\n"
         "input [\n"
-        "  {\n"
+        + style_input
+        + "  {\n"
         f'    name: "{INPUT_NAME}"\n'
         "    data_type: TYPE_UINT8\n"
         "    format: FORMAT_NHWC\n"
-        "    dims: [ -1, -1, 3 ]\n"
+        f"    dims: {image_dims}\n"
         "  }\n"
         "]\n"
         "output [\n"
         "  {\n"
         f'    name: "{OUTPUT_NAME}"\n'
         "    data_type: TYPE_UINT8\n"
-        "    dims: [ -1, -1, 3 ]\n"
+        f"    dims: {image_dims}\n"
         "  }\n"
         "]\n"
         "instance_group [\n"
@@ -119,7 +135,7 @@ def triton_repo_from_artifact(
                 f"max_batch_size {options.max_batch_size} exceeds the engine profile's max batch "
                 f"{meta.profile.max[0]}. Rebuild with --max-shape {options.max_batch_size}xHxW."
             )
-    if options.max_batch_size < 1:
+    if options.max_batch_size < 1 and meta.style is None:
         raise UsageError("max_batch_size must be >= 1 (the graphs have a batch dimension).")
     if not name or "/" in name or name.startswith("."):
         raise UsageError(f"Triton model name {name!r}: expected a plain folder name such as 'mosaic'.")
@@ -137,7 +153,8 @@ def triton_repo_from_artifact(
     config = model_dir / "config.pbtxt"
     with atomic_write(config, "w") as f:
         f.write(config_pbtxt(name, platform=platform, options=options,
-                             version_compatible=meta.kind == "tensorrt" and meta.version_compatible))
+                             version_compatible=meta.kind == "tensorrt" and meta.version_compatible,
+                             style=meta.style))
     log.info("Triton model %s: %s + %s", name, config, target)
     if meta.kind == "tensorrt" and meta.version_compatible:
         log.warning("Triton model %s is a version-compatible TensorRT plan: start tritonserver with %s, or "

@@ -35,6 +35,7 @@ from .options import (
     run_command,
     setup_logging,
     step_options,
+    style_option,
     threads_option,
     verbosity_options,
 )
@@ -61,6 +62,9 @@ examples:
   nst-stylize candy.onnx x.jpg -o out/ --preserve-color --strength 0.7
                                                               the photo's colours, 70 % of the style
   nst-stylize candy.onnx clip.mp4 -o out/ --steady --crf 20   steady video (less flicker), x264 quality 20
+  nst-stylize multi.onnx x.jpg -o out/ --style mosaic         a multi-style model: one of its styles (by name
+                                                              or index; nst-info lists them) ...
+  nst-stylize multi.onnx x.jpg -o out/ --style "3:0.5,12:0.5" ... or a blend of several
 """
 
 EXIT_CODES = (3, 4, 8, 9)
@@ -82,6 +86,8 @@ class RunExtras:
     allow_engine_host_code: bool = False
     #: --cudnn-conv-algo-search: ONNX Runtime CUDA provider's convolution algorithm search
     cudnn_conv_algo_search: str = "HEURISTIC"
+    #: --style: which style of a multi-style model (a name, an index or "I:W,J:W")
+    style: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class Job:
 @click.option("--tile-halo", type=click.IntRange(min=0), metavar="PX",
               help="exact and fast tiling: context pixels around each tile's core (default: the library's)")
 @positive_int("--batch-size", 1, "video frames per network call")
+@style_option
 @step_options
 @click.option("--steady", is_flag=True,
               help="video: steady mode, each frame blended with the previous result along the optical flow "
@@ -159,7 +166,7 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int, tile_halo: int | None = None,
             steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
             codec: str | None = None, ray_address: str | None = None, allow_engine_host_code: bool = False,
-            cudnn_conv_algo_search: str = "HEURISTIC") -> int:
+            cudnn_conv_algo_search: str = "HEURISTIC", style: str | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
     return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
                 providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
@@ -169,7 +176,7 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
                 extras=RunExtras(tile_halo=tile_halo, steps=steps or {}, crf=crf, codec=codec,
                                  steady_weight=steady_weight if steady else None, ray_address=ray_address,
                                  allow_engine_host_code=allow_engine_host_code,
-                                 cudnn_conv_algo_search=cudnn_conv_algo_search.upper()))
+                                 cudnn_conv_algo_search=cudnn_conv_algo_search.upper(), style=style))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,6 +264,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     if job_list[0].exact is None:
         ensure_writable_folder(output)
     provider_list = [p.strip() for p in providers.split(",")] if providers else None
+    _check_style(model, extras.style)
     if extras.ray_address is not None:
         return _run_on_ray(extras.ray_address, model=model, job_list=job_list, output=output, device=device,
                            threads=threads, quiet=quiet, progress=progress, format_=format_, quality=quality,
@@ -264,7 +272,8 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                                backend=backend, providers=provider_list, tile=tile, tile_overlap=tile_overlap,
                                verify_hash=verify, contexts=contexts, cuda_graphs=cuda_graphs,
                                tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
-                               cudnn_conv_algo_search=extras.cudnn_conv_algo_search))
+                               cudnn_conv_algo_search=extras.cudnn_conv_algo_search,
+                               **({"style": extras.style} if extras.style is not None else {})))
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
     done = 0
@@ -275,7 +284,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                        tile_overlap=tile_overlap, batch_size=batch_size, verify_hash=verify,
                        intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs,
                        tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
-                       cudnn_conv_algo_search=extras.cudnn_conv_algo_search) as stylizer:
+                       cudnn_conv_algo_search=extras.cudnn_conv_algo_search, style=extras.style) as stylizer:
         logger.info("model %s on %s", stylizer.path, stylizer.backend)
         image_jobs = [j for j in job_list if not is_video(j.src)]
         video_jobs = [j for j in job_list if is_video(j.src)]
@@ -339,6 +348,30 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     if not quiet:
         print(f"nst-stylize: {done} written to {output}", file=sys.stderr)
     return 0
+
+
+def _check_style(model: Path, style: str | None) -> None:
+    """Before any work: a multi-style model needs --style (one line listing its styles), an unknown style is
+    refused, and --style on a one-style model is refused. A sidecar that cannot be read is left to the open."""
+    import contextlib
+
+    from .errors import ModelFileError
+    from .sidecar import read_sidecar
+    from .styles import missing_style_message, style_weights
+
+    meta = None
+    with contextlib.suppress(ModelFileError):
+        meta = read_sidecar(model)
+    if meta is None:
+        return
+    if meta.style is None:
+        if style is not None:
+            raise UsageError(f"--style {style}: {model} holds one style; --style chooses among the styles of a "
+                             "multi-style model.")
+        return
+    if style is None:
+        raise UsageError(missing_style_message(meta.style, str(model)))
+    style_weights(style, meta.style, what=str(model))
 
 
 #: the Ray Data job behind --ray lives in the serve stage (nst[serve]); imported only when --ray is given

@@ -147,6 +147,13 @@ def format_info(info: ArtifactInfo) -> str:
                    f"[{m.output.value_range[0]:g}, {m.output.value_range[1]:g}]"),
         ("min size", f"{m.min_size} px (smaller images are padded)"),
     ]
+    if m.style is not None:
+        from .styles import style_names_text
+
+        lines.append(("styles", f"{m.style.size} in one network, input {m.style.name!r} (float32 weights): "
+                                f"{style_names_text(m.style)}; choose with --style NAME|INDEX|\"I:W,J:W\""))
+    if m.gflop_per_mpx is not None:
+        lines.append(("cost", f"{m.gflop_per_mpx:.1f} GFLOP per megapixel"))
     if m.opset is not None:
         lines.append(("opset", str(m.opset)))
     if m.profile is not None:

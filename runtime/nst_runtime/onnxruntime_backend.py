@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,26 +257,29 @@ class OnnxRuntimeRunner:
         session = self._load()
         inputs, outputs = session.get_inputs(), session.get_outputs()
         want_in, want_out = self.sidecar.input.name, self.sidecar.output.name
-        if [i.name for i in inputs] != [want_in] or want_out not in [o.name for o in outputs]:
+        names = sorted(i.name for i in inputs)
+        if names != sorted(self.sidecar.input_names) or want_out not in [o.name for o in outputs]:
             raise ModelFileError(
                 f"{self._load.path}: graph inputs {[i.name for i in inputs]} / outputs "
-                f"{[o.name for o in outputs]}; the sidecar says {want_in!r} -> {want_out!r}. "
+                f"{[o.name for o in outputs]}; the sidecar says {self.sidecar.input_names} -> {want_out!r}. "
                 "Fix: re-export with nst-export, which writes both together."
             )
-        if inputs[0].type != "tensor(uint8)":
+        image = next(i for i in inputs if i.name == want_in)
+        if image.type != "tensor(uint8)":
             raise ModelFileError(
-                f"{self._load.path}: input {want_in!r} is {inputs[0].type}; expected tensor(uint8) "
+                f"{self._load.path}: input {want_in!r} is {image.type}; expected tensor(uint8) "
                 "(the uint8 NHWC contract). Fix: re-export with nst-export."
             )
         self._session = session
         logger.info("%s: onnxruntime providers %s", self._load.path.name, session.get_providers())
         return self
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run one uint8 [N, H, W, 3] batch (H, W >= the sidecar's min_size)."""
+    def infer(self, batch: np.ndarray, extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Run one uint8 [N, H, W, 3] batch (H, W >= the sidecar's min_size); ``extra``: the other inputs
+        (a multi-style network's style weights)."""
         if self._session is None:
             raise UsageError("the runner is not active; use it inside `with` or call activate() first.")
-        (out,) = self._session.run([self.sidecar.output.name], {self.sidecar.input.name: batch})
+        (out,) = self._session.run([self.sidecar.output.name], {self.sidecar.input.name: batch, **(extra or {})})
         return out
 
     def close(self) -> None:

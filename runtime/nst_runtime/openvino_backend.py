@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +125,12 @@ class OpenVinoRunner:
         inputs = [sorted(p.get_names()) for p in compiled.inputs]
         outputs = [n for p in compiled.outputs for n in p.get_names()]
         want_in, want_out = self.sidecar.input.name, self.sidecar.output.name
-        if len(inputs) != 1 or want_in not in inputs[0] or want_out not in outputs:
+        wanted = self.sidecar.input_names
+        if (len(inputs) != len(wanted) or not all(any(w in names for names in inputs) for w in wanted)
+                or want_out not in outputs):
             raise ModelFileError(
                 f"{self._load.path}: graph inputs {inputs} / outputs {outputs}; the sidecar says "
-                f"{want_in!r} -> {want_out!r}. Fix: re-export with nst-export, which writes both together."
+                f"{wanted} -> {want_out!r}. Fix: re-export with nst-export, which writes both together."
             )
         in_type = compiled.input(want_in).get_element_type().get_type_name()
         if in_type != "u8":
@@ -142,14 +145,16 @@ class OpenVinoRunner:
                     ", ".join(f"{k}={v}" for k, v in self._load.config().items()))
         return self
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Run one uint8 [N, H, W, 3] batch (H, W >= the sidecar's min_size)."""
+    def infer(self, batch: np.ndarray, extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Run one uint8 [N, H, W, 3] batch (H, W >= the sidecar's min_size); ``extra``: the other inputs
+        (a multi-style network's style weights)."""
         if self._pool is None:
             raise UsageError("the runner is not active; use it inside `with` or call activate() first.")
         batch = np.ascontiguousarray(batch)
+        feeds = {name: np.ascontiguousarray(value) for name, value in (extra or {}).items()}
         with self._pool.acquire() as request:
             # the input is read in place; the output lives in the request's memory, reused by its next call
-            request.infer({self.sidecar.input.name: batch}, share_inputs=True)
+            request.infer({self.sidecar.input.name: batch, **feeds}, share_inputs=True)
             return np.array(request.get_tensor(self._output).data, copy=True)
 
     def close(self) -> None:

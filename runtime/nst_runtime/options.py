@@ -289,6 +289,17 @@ def step_options(f: F) -> F:
     return with_steps  # type: ignore[return-value]
 
 
+#: what --style accepts (nst_runtime.styles)
+STYLE_HELP = ("multi-style models: the style by NAME or INDEX, or a blend \"I:W,J:W\" (names or indices with "
+              "weights, e.g. \"3:0.5,12:0.5\"); nst-info MODEL lists the styles")
+
+
+def style_option(f: F) -> F:
+    """``--style NAME|INDEX|"I:W,J:W"``: which style of a multi-style model (``style=`` of
+    :meth:`nst_runtime.Stylizer.open`)."""
+    return click.option("--style", metavar="NAME|INDEX|I:W,...", help=STYLE_HELP)(f)
+
+
 def use_only_gpu(index: int) -> None:
     """Make GPU ``index`` (counted among the visible ones) the only visible GPU, so that TensorRT, torch and the
     sidecar's GPU name all see it as device 0. Must run before CUDA is initialised in this process."""

@@ -42,6 +42,33 @@ class ShapeProfile:
     max: tuple[int, int, int]
 
 
+#: most styles one network's style input may hold (Dumoulin et al. trained 32; the registry's networks 26)
+MAX_STYLES = 4096
+
+
+@dataclass(frozen=True)
+class StyleInput:
+    """A graph's style input: a float32 vector of ``size`` weights, one per style of ``names`` (a multi-style
+    network holds every style and blends them by these weights; the runtime feeds it on every call)."""
+
+    name: str = "style"
+    size: int = 1
+    #: one name per style, in the order of the vector
+    names: tuple[str, ...] = ()
+
+    def _problems(self) -> list[str]:
+        bad = []
+        if not isinstance(self.name, str) or not self.name:
+            bad.append(f"name {self.name!r}, expected a non-empty string")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_STYLES:
+            bad.append(f"size {self.size!r}, expected an integer 1..{MAX_STYLES}")
+        elif len(self.names) != self.size or not all(isinstance(n, str) and n for n in self.names):
+            bad.append(f"names {list(self.names)[:5]}..., expected {self.size} non-empty strings")
+        elif len(set(self.names)) != len(self.names):
+            bad.append("names repeat; each style needs its own name")
+        return bad
+
+
 @dataclass(frozen=True)
 class Sidecar:
     kind: ArtifactKind
@@ -71,6 +98,10 @@ class Sidecar:
     #: where a network nst did not train came from (``nst-export FOREIGN.onnx``): kind, file name, sha256,
     #: original opset and shapes, import mode; empty for nst's own exports
     source: dict[str, Any] = field(default_factory=dict)
+    #: multi-style networks: the second graph input (style weights) and the style names; None: one style
+    style: StyleInput | None = None
+    #: the network's cost in GFLOP per megapixel of input (multiply-adds x 2), where the exporter measured it
+    gflop_per_mpx: float | None = None
     nst_version: str = "0.1.0"
     created_at: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -95,6 +126,11 @@ class Sidecar:
                 kw[key] = TensorSpec(**spec)
         if isinstance(kw.get("profile"), dict):
             kw["profile"] = ShapeProfile(**{k: tuple(v) for k, v in kw["profile"].items()})
+        if isinstance(kw.get("style"), dict):
+            style = {k: v for k, v in kw["style"].items() if k in {f.name for f in dataclasses.fields(StyleInput)}}
+            if isinstance(style.get("names"), list):
+                style["names"] = tuple(style["names"])
+            kw["style"] = StyleInput(**style)
         meta = cls(**kw)
         meta._check_types()
         return meta
@@ -128,6 +164,18 @@ class Sidecar:
         need(isinstance(self.role, str), f"role {self.role!r}, expected a string")
         need(isinstance(self.parity, dict), f"parity {self.parity!r}, expected an object")
         need(isinstance(self.source, dict), f"source {self.source!r}, expected an object")
+        if self.style is not None:
+            need(isinstance(self.style, StyleInput), f"style {self.style!r}, expected an object")
+            problems = self.style._problems()
+            need(not problems, f"style input: {'; '.join(problems)}")
+        need(self.gflop_per_mpx is None or (isinstance(self.gflop_per_mpx, (int, float))
+                                            and not isinstance(self.gflop_per_mpx, bool) and self.gflop_per_mpx > 0),
+             f"gflop_per_mpx {self.gflop_per_mpx!r}, expected a positive number or null")
+
+    @property
+    def input_names(self) -> list[str]:
+        """The graph's inputs in order: the image, then the style input of a multi-style network."""
+        return [self.input.name] + ([self.style.name] if self.style is not None else [])
 
 
 def sidecar_path(artifact: str | os.PathLike[str]) -> Path:

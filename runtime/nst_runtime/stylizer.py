@@ -29,6 +29,7 @@ from .images import (
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
 from .steps import StepKwargs, StepPlan, fit_plane
+from .styles import StyleSpec, missing_style_message, style_weights
 from .temporal import TemporalOptions, TemporalSmoother
 from .tiling import (
     DEFAULT_TILE_HALO,
@@ -85,6 +86,7 @@ class Stylizer:
         parallel_calls: int = 1,
         tile_halo: int = DEFAULT_TILE_HALO,
         tiling_graph: Callable[[], TilingGraph] | None = None,
+        style: StyleSpec | None = None,
     ) -> None:
         if tile is not None and tile < artifact.sidecar.min_size:
             raise UsageError(f"tile {tile}: expected at least the model's minimum size {artifact.sidecar.min_size}.")
@@ -109,6 +111,15 @@ class Stylizer:
         # engines also have a profile minimum; images smaller than it are padded on the host like tiny ones
         min_shape = getattr(runner, "min_shape", None)
         self.min_size = max(artifact.sidecar.min_size, *(min_shape[1:] if min_shape else (0,)))
+        #: multi-style networks: the style used when a call names none (None: every call must name one)
+        self.style: StyleSpec | None = None
+        try:
+            if style is not None:
+                self.style_feeds(style)  # an unknown name or a one-style network fails here, before any image
+            self.style = style
+        except BaseException:
+            self.close()
+            raise
 
     # ----------------------------------------------------------------------------------------- opening
     @classmethod
@@ -131,6 +142,7 @@ class Stylizer:
         cudnn_conv_algo_search: str = "HEURISTIC",
         tensorrt_cache_dir: str | os.PathLike[str] | None = None,
         allow_engine_host_code: bool = False,
+        style: StyleSpec | None = None,
     ) -> Stylizer:
         """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar.
 
@@ -164,6 +176,8 @@ class Stylizer:
                 it: this runs code from the file on this machine, so pass True only for engines whose source
                 you trust. Without it such engines are refused (plain engines need no host code).
             verify_hash: also refuses an engine whose sidecar holds no hash (``False``: ``--no-verify``).
+            style: multi-style networks: the style of calls that name none (a name, an index, ``"I:W,J:W"``…;
+                see :mod:`nst_runtime.styles`); each call's ``style=`` overrides it.
 
         Raises:
             ModelFileError: missing/mismatched sidecar, hash mismatch, corrupt or foreign file.
@@ -177,7 +191,7 @@ class Stylizer:
         if backend not in BACKEND_NAMES:
             raise UsageError(f"backend {backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}.")
         artifact = open_artifact(path, verify_hash=verify_hash)
-        tiling = dict(tile_halo=tile_halo, tiling_graph=_tiling_loader(
+        tiling = dict(tile_halo=tile_halo, style=style, tiling_graph=_tiling_loader(
             artifact.path, device=device, providers=providers, intra_op_threads=intra_op_threads,
             verify_hash=verify_hash))
         # one table decides (nst_runtime.backends.PREFERENCE); -v shows the walk
@@ -295,28 +309,49 @@ class Stylizer:
         limit_h, limit_w = self._tile_limits()
         return max(h, self.min_size) > limit_h or max(w, self.min_size) > limit_w
 
-    def _infer_same_size(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def style_feeds(self, style: StyleSpec | None = None) -> dict[str, np.ndarray] | None:
+        """The graph inputs besides the image for ``style`` (default: :attr:`style`): ``{name: weights}`` for a
+        multi-style network, None for a one-style one. :class:`UsageError` listing the styles when a
+        multi-style network gets no style, or an unknown one."""
+        spec = self.sidecar.style
+        if spec is None:
+            if style is not None:
+                raise UsageError(f"{self.path}: style {style!r}: this network holds one style; --style / style= "
+                                 "chooses among the styles of a multi-style network.")
+            return None
+        style = self.style if style is None else style
+        if style is None:
+            raise UsageError(missing_style_message(spec, str(self.path)))
+        return {spec.name: style_weights(style, spec, what=str(self.path))}
+
+    def _infer_same_size(self, rgbs: Sequence[np.ndarray],
+                         feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         h, w = rgbs[0].shape[:2]
         batch = np.stack([pad_to_min_size(x, self.min_size) for x in rgbs])
-        out = self._active().infer(batch)
+        out = self._active().infer(batch) if feeds is None else self._active().infer(batch, extra=feeds)
         if out.shape != batch.shape or out.dtype != np.uint8:
             raise UsageError(f"backend returned {out.dtype} {out.shape} for input {batch.shape}; expected the same "
                              "shape in uint8. The model does not follow the nst contract; re-export it.")
         return [np.ascontiguousarray(o[:h, :w]) for o in out]
 
-    def stylize_rgb(self, rgb: np.ndarray) -> np.ndarray:
-        """The core: RGB uint8 HxWx3 in, RGB uint8 HxWx3 out, any size (padded or tiled as needed)."""
+    def stylize_rgb(self, rgb: np.ndarray, *, style: StyleSpec | None = None,
+                    feeds: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The core: RGB uint8 HxWx3 in, RGB uint8 HxWx3 out, any size (padded or tiled as needed).
+        ``style``: multi-style networks (see :meth:`stylize`); ``feeds``: the style already resolved."""
         h, w = rgb.shape[:2]
         if h < 1 or w < 1:
             raise UsageError(f"image of {w}x{h} pixels: expected at least 1x1.")
+        if feeds is None:
+            feeds = self.style_feeds(style)
         if not self._needs_tiles(h, w):
-            return self._infer_same_size([rgb])[0]
+            return self._infer_same_size([rgb], feeds)[0]
         limit_h, limit_w = self._tile_limits()
         padded = pad_to_min_size(rgb, self.min_size)
-        graph = self._tiling_graph()
+        # the tiling graph takes no style input: a multi-style network's tiles keep their own statistics
+        graph = self._tiling_graph() if feeds is None else None
         if graph is not None:
             return stylize_exact(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo)[:h, :w]
-        out = stylize_tiled(padded, lambda t: self._infer_same_size([t])[0], tile_h=limit_h, tile_w=limit_w,
+        out = stylize_tiled(padded, lambda t: self._infer_same_size([t], feeds)[0], tile_h=limit_h, tile_w=limit_w,
                             overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)))
         return out[:h, :w]
 
@@ -354,15 +389,19 @@ class Stylizer:
         return None
 
     # ----------------------------------------------------------------------------------------- public calls
-    def stylize(self, image: ImageT, **steps: Unpack[StepKwargs]) -> ImageT:
+    def stylize(self, image: ImageT, *, style: StyleSpec | None = None, **steps: Unpack[StepKwargs]) -> ImageT:
         """Stylize one image: a PIL image (any mode) → PIL RGB/RGBA; a numpy array → numpy uint8.
+
+        ``style``: for a multi-style network (``sidecar.style``), which style or blend: a name, an index,
+        ``"3:0.5,12:0.5"``, ``{"mosaic": 0.7, "udnie": 0.3}`` or the weight vector (:mod:`nst_runtime.styles`);
+        default: the ``style`` given to :meth:`open`.
 
         numpy input: uint8 or uint16, HxW / HxWx1 (gray → HxWx3 out), HxWx3 RGB, HxWx4 RGBA (alpha kept).
         ``steps`` run around the network (:class:`nst_runtime.steps.StepOptions`): ``scale=0.5`` and/or
         ``max_size=1024`` (network at a smaller size: larger strokes, faster), ``output_size="input"|"processed"``,
         ``upsampler="guided"|"bicubic"``, ``preserve_color=True``, ``strength=0..1``.
         """
-        return self.stylize_batch([image], **steps)[0]
+        return self.stylize_batch([image], style=style, **steps)[0]
 
     def stylize_bytes(
         self,
@@ -397,9 +436,9 @@ class Stylizer:
         return encode_image(frames, format=fmt, quality=quality, durations=decoded.durations, loop=decoded.loop)
 
     def stylize_batch(self, images: Sequence[ImageT], *, batch_size: int | None = None,
-                      **steps: Unpack[StepKwargs]) -> list[ImageT]:
-        """Stylize several images; same-size ones share calls of up to ``batch_size`` images. ``steps``: as in
-        :meth:`stylize`."""
+                      style: StyleSpec | None = None, **steps: Unpack[StepKwargs]) -> list[ImageT]:
+        """Stylize several images; same-size ones share calls of up to ``batch_size`` images. ``style`` and
+        ``steps``: as in :meth:`stylize`."""
         bs = batch_size or self.batch_size
         max_shape = self._active().max_shape
         if max_shape is not None:
@@ -408,6 +447,7 @@ class Stylizer:
             bs = min(bs, self.sidecar.profile.max[0])
         # decode → pre-steps → network (tiled or not) → post-steps → encode (nst_runtime.steps)
         plan = StepPlan.of(**steps)
+        feeds = self.style_feeds(style)
         planes = [_to_planes(im) for im in images]
         seen = [plan.before(rgb) for rgb, _ in planes]
         results: list[np.ndarray | None] = [None] * len(planes)
@@ -415,13 +455,13 @@ class Stylizer:
         for i, rgb in enumerate(seen):
             h, w = rgb.shape[:2]
             if h < 1 or w < 1 or self._needs_tiles(h, w) or bs == 1:
-                results[i] = self.stylize_rgb(rgb)
+                results[i] = self.stylize_rgb(rgb, feeds=feeds)
             else:
                 groups.setdefault((h, w), []).append(i)
         for idx in groups.values():
             for start in range(0, len(idx), bs):
                 chunk = idx[start:start + bs]
-                for i, out in zip(chunk, self._infer_same_size([seen[i] for i in chunk]), strict=True):
+                for i, out in zip(chunk, self._infer_same_size([seen[i] for i in chunk], feeds), strict=True):
                     results[i] = out
         if plan.after:
             results = [plan.finish(out, rgb, small) if out is not None else None
@@ -431,17 +471,21 @@ class Stylizer:
 
     def stylize_frames(
         self, frames: Iterable[ImageT], *, batch_size: int | None = None, prefetch: int = 4,
-        temporal: TemporalOptions | None = None, **steps: Unpack[StepKwargs],
+        temporal: TemporalOptions | None = None, style: StyleSpec | None = None, **steps: Unpack[StepKwargs],
     ) -> Iterator[ImageT]:
         """Stylize a stream of frames lazily, in order. The source is read in a background thread while the
         network runs, and up to ``parallel_calls`` batches are in flight, so decoding overlaps compute.
 
         ``temporal``: steady video (:mod:`nst_runtime.temporal`): each result is blended with the previous one
-        warped along the input's optical flow, in order, after the other ``steps`` (as in :meth:`stylize`)."""
+        warped along the input's optical flow, in order, after the other ``steps`` (as in :meth:`stylize`).
+        ``style``: as in :meth:`stylize`."""
         bs = batch_size or self.batch_size
         StepPlan.of(**steps)  # a bad option fails here, not in the pipeline's thread
+        weights = self.style_feeds(style)  # likewise a missing or unknown style
+        style = None if weights is None else next(iter(weights.values()))
         chunks = _chunked(iter(frames), bs)
-        stage = Stage("stylize", lambda chunk: (chunk, self.stylize_batch(chunk, batch_size=bs, **steps)),
+        stage = Stage("stylize", lambda chunk: (chunk, self.stylize_batch(chunk, batch_size=bs, style=style,
+                                                                            **steps)),
                       workers=self.parallel_calls)
         smoother = TemporalSmoother(temporal) if temporal is not None else None
         for outcome in run_pipeline(chunks, [stage], depth=max(prefetch, self.parallel_calls)):

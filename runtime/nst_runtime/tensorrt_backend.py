@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,6 +292,9 @@ class LoadedEngine:
     input_name: str
     output_name: str
     profile: ShapeProfile
+    #: inputs besides the image, each with its fixed shape (a multi-style engine's style weights: ``(S,)``,
+    #: float32): fed through a small buffer of their own on every call
+    extra_inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 class EngineFromPath:
@@ -345,15 +348,17 @@ class EngineFromPath:
             )
         # matched by name (the sidecar's), which needs no TensorIOMode enum and no binding indices
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        if meta.input.name not in names or meta.output.name not in names:
+        if not all(n in names for n in meta.input_names) or meta.output.name not in names:
             raise ModelFileError(f"{path}: engine tensors {names}; the sidecar says "
-                                 f"{meta.input.name!r} -> {meta.output.name!r}. Fix: re-export.")
+                                 f"{meta.input_names} -> {meta.output.name!r}. Fix: re-export.")
         lo, opt, hi = (tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(meta.input.name, 0))
         engine_profile = ShapeProfile(min=lo[:3], opt=opt[:3], max=hi[:3])  # type: ignore[arg-type]
         if engine_profile != profile:
             logger.warning("%s: engine profile %s differs from the sidecar's %s; using the engine's",
                            path, engine_profile, profile)
-        return LoadedEngine(trt, runtime, engine, self.device, meta.input.name, meta.output.name, engine_profile)
+        extra = {meta.style.name: (meta.style.size,)} if meta.style is not None else {}
+        return LoadedEngine(trt, runtime, engine, self.device, meta.input.name, meta.output.name, engine_profile,
+                            extra)
 
 
 # ----------------------------------------------------------------------------------------- runner
@@ -369,6 +374,8 @@ class _Slot:
     dev_out: int
     plan: BufferPlan
     graphs: GraphPlanner = field(default_factory=lambda: GraphPlanner(enabled=False))
+    #: inputs besides the image: name -> (pinned host pointer, device pointer, bytes), float32, fixed shape
+    extras: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 class TensorRTRunner:
@@ -412,8 +419,17 @@ class TensorRTRunner:
         # addresses never change: the buffers are sized for the largest shape the profile allows
         context.set_tensor_address(eng.input_name, int(dev_in))
         context.set_tensor_address(eng.output_name, int(dev_out))
+        extras: dict[str, tuple[int, int, int]] = {}
+        for name, shape in eng.extra_inputs.items():  # fixed shapes: address and shape set once, like the image's
+            nbytes = int(np.prod(shape)) * 4
+            host, dev = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"), _check(cudart.cudaMalloc(nbytes),
+                                                                                        "cudaMalloc")
+            extras[name] = (int(host), int(dev), nbytes)
+            context.set_tensor_address(name, int(dev))
+            if not context.set_input_shape(name, tuple(shape)):
+                raise UsageError(f"TensorRT refused the shape {tuple(shape)} of input {name!r}.")
         return _Slot(context, stream, int(host_in), int(host_out), int(dev_in), int(dev_out), plan,
-                     GraphPlanner(enabled=self.cuda_graphs))
+                     GraphPlanner(enabled=self.cuda_graphs), extras)
 
     def _enqueue(self, slot: _Slot, nbytes: int) -> bool:
         """Copy in, run, copy out on the slot's stream. False if TensorRT refused to enqueue (CUDA copy
@@ -421,6 +437,8 @@ class TensorRTRunner:
         cudart = _cudart()
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         _check(cudart.cudaMemcpyAsync(slot.dev_in, slot.host_in, nbytes, h2d, slot.stream), "cudaMemcpyAsync")
+        for host, dev, size in slot.extras.values():  # part of a captured graph too: replays read the host buffer
+            _check(cudart.cudaMemcpyAsync(dev, host, size, h2d, slot.stream), "cudaMemcpyAsync")
         if not slot.context.execute_async_v3(int(slot.stream)):
             return False
         _check(cudart.cudaMemcpyAsync(slot.host_out, slot.dev_out, nbytes, d2h, slot.stream), "cudaMemcpyAsync")
@@ -461,11 +479,23 @@ class TensorRTRunner:
         cudart.cudaGraphExecDestroy(exec_)
         cudart.cudaGraphDestroy(g)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def infer(self, batch: np.ndarray, extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Run one uint8 [N, H, W, 3] batch; ``extra``: the engine's other inputs (a multi-style engine's style
+        weights, float32 of their fixed shape), copied to the device with the batch."""
         eng, pool = self._engine, self._pool
         if eng is None or pool is None:
             raise UsageError("the runner is not active; use it inside `with` or call activate() first.")
         check_in_profile(batch.shape, eng.profile)
+        extra = extra or {}
+        if set(extra) != set(eng.extra_inputs):
+            raise UsageError(f"the engine's inputs besides the image are {sorted(eng.extra_inputs)}; this call gave "
+                             f"{sorted(extra)}.")
+        values = {}
+        for name, shape in eng.extra_inputs.items():
+            value = np.ascontiguousarray(extra[name], dtype=np.float32)
+            if value.size != int(np.prod(shape)):
+                raise UsageError(f"input {name!r}: {value.size} values, the engine takes {int(np.prod(shape))}.")
+            values[name] = value.reshape(-1)
         cudart = _cudart()
         n, h, w, _ = batch.shape
         nbytes = batch.nbytes
@@ -473,6 +503,9 @@ class TensorRTRunner:
         with pool.acquire(prefer=lambda s: s.graphs.context_shape == key) as slot:
             _check(cudart.cudaSetDevice(eng.device), "cudaSetDevice")  # the current device is per thread
             _host_view(slot.host_in, nbytes)[:] = np.ascontiguousarray(batch, dtype=np.uint8).reshape(-1)
+            for name, value in values.items():
+                host, _dev, size = slot.extras[name]
+                _host_view(host, size)[:] = value.view(np.uint8)
             step = slot.graphs.plan(key)
             self._destroy_graph(step.drop)
             if step.set_shape and not slot.context.set_input_shape(eng.input_name, (n, h, w, CHANNELS)):
@@ -506,6 +539,9 @@ class TensorRTRunner:
         cudart.cudaFree(slot.dev_out)
         cudart.cudaFreeHost(slot.host_in)
         cudart.cudaFreeHost(slot.host_out)
+        for host, dev, _size in slot.extras.values():
+            cudart.cudaFree(dev)
+            cudart.cudaFreeHost(host)
         cudart.cudaStreamDestroy(slot.stream)
 
     def close(self) -> None:

@@ -207,7 +207,7 @@ def test_disk_full_training_cli(tmp_path, train_args, disk_full, capsys, one_tor
     state = tmp_path / "m.run" / "state.pth"
     step_before = load_training_state(state).step
     capsys.readouterr()
-    disk_full(1000)
+    disk_full(100_000)  # a nearly full disk: run.json (about 2 KB) still fits, the multi-MB state does not
     assert train_main([*train_args(tmp_path / "m.pth", "--steps", "4", "--checkpoint-every", "1"), "--resume"]) == 9
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(errors) == 1 and "state.pth: cannot write (No space left on device)" in errors[0], errors

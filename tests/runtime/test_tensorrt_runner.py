@@ -425,3 +425,69 @@ def test_the_bytes_deserialized_are_the_bytes_verified(monkeypatch, engine_file)
     with pytest.raises(ModelFileError, match="changed after its hash was checked"):
         loader()
     assert trt.deserialized == []
+
+
+# ----------------------------------------------------------------------------------------- multi-style engines
+class StyleContext(FakeContext):
+    """A multi-style engine's context: output = (255 - input) x style[0], reading the style weights from their
+    own device buffer when the kernel runs (as TensorRT reads its input tensors)."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        super().__init__(engine)
+        self.shapes: dict[str, tuple] = {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return super().set_input_shape(name, shape) if name == "input" else True
+
+    def execute_async_v3(self, stream_handle):
+        ok = super().execute_async_v3(stream_handle)
+        if not ok:
+            return ok
+        stream = self.engine.streams_by_handle(stream_handle)
+        dst, style, nbytes = self.addresses["output"], self.addresses["style"], int(np.prod(self.shape))
+
+        def weigh():
+            w = np.frombuffer(ctypes.string_at(style, 8), np.float32)
+            out = np.frombuffer(ctypes.string_at(dst, nbytes), np.uint8)
+            ctypes.memmove(dst, np.rint(out * w[0]).astype(np.uint8).tobytes(), nbytes)
+
+        self.engine.cudart.submit(stream, weigh)
+        return ok
+
+
+def test_style_weights_travel_with_every_call_also_through_a_replayed_graph(fakes):
+    from nst_runtime.errors import UsageError
+    from nst_runtime.tensorrt_backend import LoadedEngine, TensorRTRunner
+
+    cudart, engine = fakes
+    engine.create_execution_context = lambda: engine.contexts.append(StyleContext(engine)) or engine.contexts[-1]
+    loaded = LoadedEngine(None, None, engine, 1, "input", "output", PROFILE, {"style": (2,)})
+    runner = TensorRTRunner(lambda: loaded, contexts=1, cuda_graphs=True).activate()
+    x = _batch(1, 16, 16, 0)
+    full = runner.infer(x, extra={"style": np.array([1.0, 0.0], np.float32)})
+    assert np.array_equal(full, 255 - x)
+    for weight in (0.5, 0.25, 1.0):  # same shape: the second call captures, the later ones replay the graph
+        out = runner.infer(x, extra={"style": np.array([weight, 1 - weight], np.float32)})
+        assert np.array_equal(out, np.rint((255 - x) * np.float32(weight)).astype(np.uint8)), weight
+    assert engine.contexts[0].shapes["style"] == (2,)
+    assert ("launch",) in cudart.log  # the replay path ran
+    with pytest.raises(UsageError, match=r"inputs besides the image are \['style'\]"):
+        runner.infer(x)
+    with pytest.raises(UsageError, match="3 values, the engine takes 2"):
+        runner.infer(x, extra={"style": np.ones(3, np.float32)})
+    runner.close()
+    frees = [e for e in cudart.log if e[0] == "free"]
+    assert len(frees) == 6  # image in/out host and device, and the style's host and device buffers
+
+
+def test_engine_loader_requires_the_style_tensor_the_sidecar_names(monkeypatch, engine_file):
+    from nst_runtime.sidecar import StyleInput
+
+    loader, _trt = _load(monkeypatch, engine_file, style=StyleInput("style", 2, ("a", "b")))
+    with pytest.raises(ModelFileError, match=r"engine tensors \['input', 'output'\]; the sidecar says "
+                                             r"\['input', 'style'\]"):
+        loader()
+    monkeypatch.setattr(FakeDeserialized, "num_io_tensors", 3)
+    monkeypatch.setattr(FakeDeserialized, "get_tensor_name", lambda self, i: ["input", "style", "output"][i])
+    assert loader().extra_inputs == {"style": (2,)}
