@@ -41,7 +41,7 @@ examples:
   nst-train --style samples/style.jpg --content-dir samples/content -o smoke.pth --steps 20 \\
       --image-size 64 --vgg-weights random --num-workers 0
 
-  # the real thing: COCO train2014, 2 epochs at 256 px, batch 4 (Johnson et al. 2016)
+  # nst's own recipe on COCO train2014: 2 epochs at 256 px, batch 4 (pytorch/examples' objective, random crops)
   nst-train --style starry_night.jpg --content-dir coco/train2014 -o starry.pth --epochs 2
 
   # exactly pytorch/examples' fast_neural_style training (it reads coco/ as an ImageFolder: coco/train2014/*.jpg)
