@@ -98,9 +98,15 @@ def nst_artifact_net(path: Path) -> tuple[Net, str, Any]:
 
 
 def random_artifact(folder: Path) -> Path:
+    """A seeded random TransformerNet exported as nst-export does it: the model and its tiling graph beside it
+    (the runtime tiles a 12 MP image under its default memory budget, with whole-image statistics)."""
     from nst_bench.backends import ModelSource
+    from nst_export.tiling_graph import tiling_onnx_from_checkpoint
 
-    return ModelSource(seed=0, work_dir=folder).onnx_path("fp32")
+    source = ModelSource(seed=0, work_dir=folder)
+    model = source.onnx_path("fp32")
+    tiling_onnx_from_checkpoint(source.checkpoint_path(), model.with_name(model.stem + ".tiling.onnx"))
+    return model
 
 
 # ------------------------------------------------------------------------------------------ quality
@@ -217,6 +223,7 @@ def timing(model: Path, reps: int) -> dict[str, Any]:
     out: dict[str, Any] = {"image": "astronaut enlarged to 4000x3000 (12.0 MP)", "reps": reps}
     with Stylizer.open(model, device="cpu") as s:
         out["backend"] = s.backend
+        out["tiling_mode_for_large_images"] = s.tiling_mode
         for factor in (1.0, 0.5, 0.25):
             out[f"stylize_ms_scale_{factor}"] = round(median_ms(lambda f=factor: s.stylize(img, scale=f),
                                                                 max(1, reps if factor < 1 else reps // 2)), 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .strength import mat3
+from .strength import mat3_planes
 
 # RGB -> YCbCr (BT.601 full range, JPEG): rows Y, Cb, Cr; Cb/Cr offset by 128
 _TO_YCBCR = np.array([[0.299, 0.587, 0.114],
@@ -30,19 +30,35 @@ _OFFSET = np.array([0.0, 128.0, 128.0], np.float32)
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
     """uint8 (or float) HxWx3 RGB -> float32 HxWx3 YCbCr (Y in 0..255, Cb/Cr centred on 128)."""
-    return mat3(rgb.astype(np.float32), _TO_YCBCR) + _OFFSET
+    return np.moveaxis(_ycbcr_planes(rgb), 0, -1)
 
 
 def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
     """float HxWx3 YCbCr -> uint8 RGB (rounded, clipped to the gamut)."""
-    rgb = mat3(ycc - _OFFSET, _FROM_YCBCR)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return _rgb_from_planes(np.moveaxis(ycc, -1, 0).astype(np.float32))
+
+
+def _ycbcr_planes(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB -> 3xHxW YCbCr planes (computed over planes: contiguous passes)."""
+    planes = mat3_planes(np.moveaxis(rgb, -1, 0).astype(np.float32), _TO_YCBCR)
+    planes[1:] += np.float32(128.0)
+    return planes
+
+
+def _rgb_from_planes(ycc: np.ndarray) -> np.ndarray:
+    """3xHxW YCbCr planes (consumed) -> uint8 HxWx3 RGB."""
+    ycc[1:] -= np.float32(128.0)
+    rgb = mat3_planes(ycc, _FROM_YCBCR)
+    np.rint(rgb, out=rgb)
+    np.clip(rgb, 0, 255, out=rgb)
+    return np.ascontiguousarray(np.moveaxis(rgb.astype(np.uint8), 0, -1))
 
 
 def preserve_color(styled: np.ndarray, original: np.ndarray) -> np.ndarray:
     """Luminance of ``styled``, chroma of ``original`` (both uint8 HxWx3 of the same size)."""
     if styled.shape != original.shape:
         raise ValueError(f"styled {styled.shape} and original {original.shape} must have the same shape")
-    out = rgb_to_ycbcr(original)
-    out[..., 0] = rgb_to_ycbcr(styled)[..., 0]
-    return ycbcr_to_rgb(out)
+    out = _ycbcr_planes(original)
+    s = np.moveaxis(styled, -1, 0)
+    out[0] = s[0] * _TO_YCBCR[0, 0] + s[1] * _TO_YCBCR[0, 1] + s[2] * _TO_YCBCR[0, 2]
+    return _rgb_from_planes(out)

@@ -41,12 +41,18 @@ _DECODE = _srgb_decode_table()
 
 
 def mat3(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``x @ m.T`` for HxWx3 float32, one channel at a time (several times faster than matmul on 3x3)."""
+    """``x @ m.T`` for HxWx3 float32 (computed over planes: see :func:`mat3_planes`)."""
+    return np.moveaxis(mat3_planes(np.moveaxis(x, -1, 0), m), 0, -1)
+
+
+def mat3_planes(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """3xHxW planes -> 3xHxW, ``out[i] = sum_j m[i, j] * x[j]``: contiguous passes, several times faster than a
+    matrix product over interleaved pixels."""
     out = np.empty(x.shape, np.float32)
     for i in range(3):
-        np.multiply(x[..., 0], m[i, 0], out=out[..., i])
-        out[..., i] += x[..., 1] * m[i, 1]
-        out[..., i] += x[..., 2] * m[i, 2]
+        np.multiply(x[0], np.float32(m[i, 0]), out=out[i])
+        out[i] += x[1] * np.float32(m[i, 1])
+        out[i] += x[2] * np.float32(m[i, 2])
     return out
 
 
@@ -55,25 +61,45 @@ def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return _DECODE[rgb]
 
 
+def _srgb_encode_table(steps: int = 1 << 16) -> np.ndarray:
+    """uint8 sRGB for linear light quantized to ``steps`` levels (1/65535: at most 0.05 sRGB levels apart)."""
+    v = np.arange(steps, dtype=np.float64) / (steps - 1)
+    srgb = np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
+    return np.clip(np.rint(srgb * 255.0), 0, 255).astype(np.uint8)
+
+
+_ENCODE = _srgb_encode_table()
+
+
 def linear_to_srgb(lin: np.ndarray) -> np.ndarray:
-    """float linear light -> uint8 sRGB (rounded, clipped)."""
-    lin = np.clip(lin, 0.0, 1.0)
-    v = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4, dtype=np.float32) - 0.055)
-    return np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8)
+    """float linear light -> uint8 sRGB (rounded, clipped), by a 65536-entry table instead of a power per value."""
+    index = np.clip(lin, 0.0, 1.0) * np.float32(len(_ENCODE) - 1)
+    index += np.float32(0.5)
+    return _ENCODE[index.astype(np.uint16)]
+
+
+def _oklab_planes(rgb: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 sRGB -> float32 3xHxW Oklab planes."""
+    lms = mat3_planes(_DECODE[np.moveaxis(rgb, -1, 0)], _M1)
+    np.maximum(lms, 0.0, out=lms)  # rounding of the matrix can give -1e-9 for black
+    return mat3_planes(np.power(lms, np.float32(1 / 3), out=lms), _M2)
+
+
+def _rgb_from_oklab_planes(lab: np.ndarray) -> np.ndarray:
+    """float 3xHxW Oklab planes -> uint8 HxWx3 sRGB."""
+    lms = mat3_planes(lab, _M2_INV)
+    lms *= lms * lms
+    return np.ascontiguousarray(np.moveaxis(linear_to_srgb(mat3_planes(lms, _M1_INV)), 0, -1))
 
 
 def rgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 HxWx3 sRGB -> float32 Oklab (L 0..1)."""
-    lms = mat3(srgb_to_linear(rgb), _M1)
-    np.maximum(lms, 0.0, out=lms)  # rounding of the matrix can give -1e-9 for black
-    return mat3(np.power(lms, np.float32(1 / 3), out=lms), _M2)
+    """uint8 HxWx3 sRGB -> float32 HxWx3 Oklab (L 0..1)."""
+    return np.moveaxis(_oklab_planes(rgb), 0, -1)
 
 
 def oklab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """float Oklab -> uint8 sRGB."""
-    lms = mat3(lab, _M2_INV)
-    lms *= lms * lms
-    return linear_to_srgb(mat3(lms, _M1_INV))
+    """float HxWx3 Oklab -> uint8 sRGB."""
+    return _rgb_from_oklab_planes(np.ascontiguousarray(np.moveaxis(lab, -1, 0), np.float32))
 
 
 def check_strength(strength: float) -> None:
@@ -89,5 +115,8 @@ def blend(original: np.ndarray, styled: np.ndarray, strength: float) -> np.ndarr
         return styled
     if strength == 0.0:
         return original
-    a, b = rgb_to_oklab(original), rgb_to_oklab(styled)
-    return oklab_to_rgb(a + np.float32(strength) * (b - a))
+    a, b = _oklab_planes(original), _oklab_planes(styled)
+    b -= a
+    b *= np.float32(strength)
+    b += a
+    return _rgb_from_oklab_planes(b)
