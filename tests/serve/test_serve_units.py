@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from nst_runtime.errors import ImageError, ImageTooLargeError, ModelFileError, UsageError
+from nst_runtime.errors import ImageError, ImageTooLargeError, ModelFileError, NstError, UsageError
 from nst_serve.batch_job import read_manifest, verified
 from nst_serve.config import ServeConfig, model_name_for, models_from_args
 from nst_serve.params import StylizeParams, error_body, http_status_for, parse_query, stylize_options
@@ -184,3 +184,25 @@ def test_make_demo_ends_with_how_to_serve_its_model(tmp_path, capsys):
     assert lines[-1].startswith("=")
     hint = next(line for line in lines[-3:] if "nst-serve" in line)  # the last thing said, before the rule
     assert f"nst-serve {tmp_path / 'export' / 'model.onnx'}" in hint and "http://127.0.0.1:8000/" in hint
+
+
+def test_a_replica_opens_the_first_model_file_its_device_runs(tmp_path, onnx_fp32_path):
+    """Files of one model name are alternatives: an engine this replica cannot run (here: no GPU) is skipped
+    with its reason, and the ONNX file behind it is opened."""
+    pytest.importorskip("ray")
+    import dataclasses
+
+    from nst_runtime.sidecar import Sidecar, sidecar_path
+    from nst_serve.app import open_first
+
+    engine = tmp_path / "tiny.fp16.engine"
+    engine.write_bytes(b"a TensorRT plan for another machine")
+    meta = Sidecar(kind="tensorrt", precision="fp16", artifact_sha256=hashlib.sha256(engine.read_bytes()).hexdigest(),
+                   tensorrt_version="10.9.0", compute_capability="9.0", gpu_name="NVIDIA H100")
+    sidecar_path(engine).write_text(json.dumps(dataclasses.asdict(meta)))
+    with open_first((str(engine), str(onnx_fp32_path)), device="cpu", threads=1, max_batch=2,
+                    open_options={}) as stylizer:
+        assert stylizer.path == Path(onnx_fp32_path)
+    with pytest.raises(NstError, match="no model file of this model opens on this replica's device") as info:
+        open_first((str(engine),), device="cpu", threads=1, max_batch=2, open_options={})
+    assert str(engine) in str(info.value)
