@@ -153,8 +153,11 @@ class ModelSource:
         """Export (once) the FP32 or FP16 ONNX with the uint8 NHWC contract."""
         if precision in self._onnx:
             return self._onnx[precision]
-        if self.checkpoint is not None and self.onnx_input and precision in ("fp32", "fp16"):
-            return self._from_onnx_input(self.checkpoint, precision)
+        if self.checkpoint is not None and self.onnx_input:
+            self._from_onnx_input(self.checkpoint, "fp32" if precision == "int8" else precision)
+            if precision == "int8":  # calibrated from the FP32 file; the ONNX input is never read as a checkpoint
+                self._onnx["int8"] = self._int8(self._onnx["fp32"])
+            return self._onnx[precision]
         from nst_export import onnx_export
 
         fp32 = self.work_dir / "model.onnx"
@@ -187,7 +190,8 @@ class ModelSource:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = int8_onnx_from_onnx(fp32, self.work_dir / "model.int8.onnx", calibration_dir=photos[0].parent,
-                                      checkpoint=self.checkpoint_path(), options=Int8Options(min_psnr_db=1e-3))
+                                      checkpoint=None if self.onnx_input else self.checkpoint_path(),
+                                      options=Int8Options(min_psnr_db=1e-3))
         self.int8_parity = read_sidecar(out).parity
         return out
 

@@ -64,3 +64,18 @@ def test_nst_bench_with_an_onnx_checkpoint(foreign_onnx, tmp_path, capsys):
     text = json.dumps(results)
     assert "ONNX file" in text  # the torch backend is listed as skipped, with the reason
     assert any(r.get("backend") == "ort" for r in results.get("records", results.get("results", [])))
+
+
+@pytest.mark.slow
+def test_int8_from_an_onnx_checkpoint(foreign_onnx):
+    """INT8 is calibrated from the imported FP32 file; the ONNX file is never read as a checkpoint."""
+    from nst_bench.backends import ModelSource, int8_unavailable
+    from nst_runtime.sidecar import read_sidecar
+
+    if int8_unavailable():
+        pytest.skip(int8_unavailable())
+    source = ModelSource(checkpoint=foreign_onnx)
+    try:
+        assert read_sidecar(source.onnx_path("int8")).precision == "int8"
+    finally:
+        source.close()
