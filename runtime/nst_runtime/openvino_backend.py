@@ -41,6 +41,10 @@ def _ov() -> Any:
     return import_optional("openvino", purpose="the OpenVINO backend", install="pip install 'nst[openvino]'")
 
 
+def _ov_frontend() -> Any:
+    return import_optional("openvino.frontend", purpose="the OpenVINO backend", install="pip install 'nst[openvino]'")
+
+
 def openvino_version() -> str | None:
     """The installed openvino's version, or None where it cannot be imported (never raises)."""
     try:
@@ -91,7 +95,10 @@ class CompiledModelFromOnnx:
                 f"{core.available_devices}). Fix: use --backend onnxruntime, or run on a machine with that device."
             )
         try:
-            model = core.read_model(str(self.path))
+            # the ONNX frontend only: core.read_model tries every frontend on a file it cannot parse, and the
+            # TensorFlow one writes raw (non-UTF-8) parser lines to the process's stderr
+            frontend = _ov_frontend().FrontEndManager().load_by_framework("onnx")
+            model = frontend.convert(frontend.load(str(self.path)))
             return core.compile_model(model, self.device, self.config())
         except Exception as exc:  # openvino raises RuntimeError/its own classes with the parser's message
             raise ModelFileError(

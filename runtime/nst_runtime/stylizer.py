@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .artifact import ModelArtifact, fp16_sibling, open_artifact
-from .errors import UsageError
+from .errors import ModelFileError, NstError, UsageError
 from .images import (
     DEFAULT_MAX_PIXELS,
     ImageSource,
@@ -26,16 +27,20 @@ from .images import (
     pil_to_planes,
     read_image,
 )
+from .memory import CallCost, call_cost, format_bytes, largest_tile_side, resolve_memory_limit
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
 from .steps import StepKwargs, StepPlan, fit_plane
 from .styles import StyleSpec, missing_style_message, style_weights
 from .temporal import TemporalOptions, TemporalSmoother
 from .tiling import (
+    DEFAULT_FAST_HALO,
     DEFAULT_TILE_HALO,
+    FAST_STATS_SHARE,
     TilingGraph,
     find_tiling_graph,
     stylize_exact,
+    stylize_fast,
     stylize_tiled,
     tiling_graph_path,
 )
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "onnxruntime", "tensorrt", "openvino"]
+TileMode = Literal["fast", "exact"]
 ImageT = TypeVar("ImageT", Image.Image, np.ndarray)
 DEFAULT_TILE_OVERLAP = 64
 
@@ -84,22 +90,36 @@ class Stylizer:
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         batch_size: int = 1,
         parallel_calls: int = 1,
-        tile_halo: int = DEFAULT_TILE_HALO,
+        tile_halo: int | None = None,
         tiling_graph: Callable[[], TilingGraph] | None = None,
+        tile_mode: TileMode = "fast",
+        memory_limit: int | str | None = None,
+        check_contract: bool = False,
         style: StyleSpec | None = None,
     ) -> None:
         if tile is not None and tile < artifact.sidecar.min_size:
             raise UsageError(f"tile {tile}: expected at least the model's minimum size {artifact.sidecar.min_size}.")
         if batch_size < 1:
             raise UsageError(f"batch_size {batch_size}: expected >= 1.")
+        if tile_mode not in ("fast", "exact"):
+            raise UsageError(f"tile_mode {tile_mode!r}: expected 'fast' (statistics from a downscaled copy, one "
+                             "tiled pass) or 'exact' (whole-image statistics, 16 passes).")
+        if tile_halo is None:
+            tile_halo = DEFAULT_FAST_HALO if tile_mode == "fast" else DEFAULT_TILE_HALO
         if tile_halo < 0:
             raise UsageError(f"tile_halo {tile_halo}: expected >= 0 pixels (default {DEFAULT_TILE_HALO}).")
         self._runner: Runner | None = runner
         self.artifact = artifact
         self.tile = tile
         self.tile_overlap = tile_overlap
-        #: exact tiling: context pixels around each tile's core (see nst_runtime.tiling)
+        #: exact and fast tiling: context pixels around each tile's core (see nst_runtime.tiling)
         self.tile_halo = tile_halo
+        #: how tiles get whole-image statistics when the tiling graph is there: "fast" or "exact"
+        self.tile_mode: TileMode = tile_mode
+        #: bytes one call may use (None: no budget); larger calls run in tiles (nst_runtime.memory)
+        self.memory_limit = resolve_memory_limit(memory_limit)
+        self._budget_logged = False
+        self._progress = threading.local()
         self.batch_size = batch_size
         # the tiling graph is opened on the first image that needs tiles (most never do)
         self._load_tiling = tiling_graph
@@ -120,6 +140,12 @@ class Stylizer:
         except BaseException:
             self.close()
             raise
+        if check_contract:
+            try:
+                self._check_contract()
+            except BaseException:
+                self.close()
+                raise
 
     # ----------------------------------------------------------------------------------------- opening
     @classmethod
@@ -138,7 +164,9 @@ class Stylizer:
         intra_op_threads: int | None = None,
         contexts: int = 2,
         cuda_graphs: bool = False,
-        tile_halo: int = DEFAULT_TILE_HALO,
+        tile_halo: int | None = None,
+        tile_mode: TileMode = "fast",
+        memory_limit: int | str | None = None,
         cudnn_conv_algo_search: str = "HEURISTIC",
         tensorrt_cache_dir: str | os.PathLike[str] | None = None,
         allow_engine_host_code: bool = False,
@@ -159,8 +187,14 @@ class Stylizer:
                 Engines are also limited by their optimization profile's maximum.
             tile_overlap: fallback tiling (no ``NAME.tiling.onnx``): pixels neighbouring tiles share
                 (cross-faded).
-            tile_halo: exact tiling (``NAME.tiling.onnx`` beside the model): context pixels around each
-                tile's core; lowered where the tile size leaves no room for it.
+            tile_halo: fast and exact tiling (``NAME.tiling.onnx`` beside the model): context pixels around
+                each tile's core (default 64); lowered where the tile size leaves no room for it.
+            tile_mode: with the tiling graph, ``"fast"`` (default: whole-image statistics estimated from one
+                pass over a downscaled copy, then one pass over the tiles) or ``"exact"`` (the statistics
+                of the whole image itself, 16 passes over the tiles).
+            memory_limit: bytes one call may use (an int, or ``"8G"``, ``"512MiB"``, ``"60%"`` of the memory
+                available now, ``"none"``); default (None): half the memory available when the model is
+                opened. A call whose estimated peak is larger runs in tiles (:mod:`nst_runtime.memory`).
             batch_size: images per call in :meth:`stylize_batch` / :meth:`stylize_frames`.
             prefer_fp16: on a GPU provider, use ``model.fp16.onnx`` when it lies beside ``model.onnx``.
             verify_hash: check the file's SHA-256 against the sidecar before loading it.
@@ -191,7 +225,9 @@ class Stylizer:
         if backend not in BACKEND_NAMES:
             raise UsageError(f"backend {backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}.")
         artifact = open_artifact(path, verify_hash=verify_hash)
-        tiling = dict(tile_halo=tile_halo, style=style, tiling_graph=_tiling_loader(
+        tiling = dict(tile_halo=tile_halo, tile_mode=tile_mode, memory_limit=memory_limit, check_contract=True,
+                      style=style,
+                      tiling_graph=_tiling_loader(
             artifact.path, device=device, providers=providers, intra_op_threads=intra_op_threads,
             verify_hash=verify_hash))
         # one table decides (nst_runtime.backends.PREFERENCE); -v shows the walk
@@ -298,16 +334,53 @@ class Stylizer:
         return self._runner
 
     # ----------------------------------------------------------------------------------------- core
-    def _tile_limits(self) -> tuple[int, int]:
+    def _call_cost(self, *, tiling_graph: bool = False) -> CallCost:
+        runner = self._active()
+        on_gpu = bool(getattr(runner, "on_gpu", runner.name == "tensorrt"))
+        if tiling_graph:
+            on_gpu = self._tiling.on_gpu if self._tiling is not None else False
+        return call_cost(runner.name, on_gpu=on_gpu, tiling_graph=tiling_graph)
+
+    def _call_budget(self) -> int | None:
+        """Bytes one call may use: the memory limit shared by the calls that run at once."""
+        return None if self.memory_limit is None else self.memory_limit // self.parallel_calls
+
+    def estimate_call_bytes(self, n: int, h: int, w: int) -> int:
+        """Estimated peak memory of one untiled call on ``n`` images of ``h`` x ``w`` pixels (nst_runtime.memory)."""
+        return self._call_cost().bytes_for(n * max(h, self.min_size) * max(w, self.min_size))
+
+    def _over_budget(self, n: int, h: int, w: int) -> bool:
+        budget = self._call_budget()
+        return budget is not None and self.estimate_call_bytes(n, h, w) > budget
+
+    def _call_limits(self) -> tuple[int, int]:
+        """The largest H and W one call takes: ``tile`` and the engine's profile (not the memory budget)."""
         limit_h = limit_w = self.tile if self.tile is not None else 1 << 30
         max_shape = self._active().max_shape
         if max_shape is not None:
             limit_h, limit_w = min(limit_h, max_shape[1]), min(limit_w, max_shape[2])
         return limit_h, limit_w
 
+    def _tile_limits(self, *, tiling_graph: bool = False) -> tuple[int, int]:
+        """Tile size: the call limits, and the largest square tile the memory budget allows."""
+        limit_h, limit_w = self._call_limits()
+        budget = self._call_budget()
+        if budget is not None:
+            side = largest_tile_side(budget, self._call_cost(tiling_graph=tiling_graph))
+            limit_h, limit_w = min(limit_h, side), min(limit_w, side)
+        return limit_h, limit_w
+
     def _needs_tiles(self, h: int, w: int) -> bool:
-        limit_h, limit_w = self._tile_limits()
-        return max(h, self.min_size) > limit_h or max(w, self.min_size) > limit_w
+        limit_h, limit_w = self._call_limits()
+        return max(h, self.min_size) > limit_h or max(w, self.min_size) > limit_w or self._over_budget(1, h, w)
+
+    def _batch_fitting(self, batch_size: int, h: int, w: int) -> int:
+        """``batch_size``, lowered so that one call of that many ``h`` x ``w`` images fits the budget."""
+        budget = self._call_budget()
+        if budget is None:
+            return batch_size
+        per_image = max(h, self.min_size) * max(w, self.min_size)
+        return max(1, min(batch_size, self._call_cost().pixels_within(budget) // per_image))
 
     def style_feeds(self, style: StyleSpec | None = None) -> dict[str, np.ndarray] | None:
         """The graph inputs besides the image for ``style`` (default: :attr:`style`): ``{name: weights}`` for a
@@ -330,9 +403,39 @@ class Stylizer:
         batch = np.stack([pad_to_min_size(x, self.min_size) for x in rgbs])
         out = self._active().infer(batch) if feeds is None else self._active().infer(batch, extra=feeds)
         if out.shape != batch.shape or out.dtype != np.uint8:
-            raise UsageError(f"backend returned {out.dtype} {out.shape} for input {batch.shape}; expected the same "
-                             "shape in uint8. The model does not follow the nst contract; re-export it.")
+            raise ModelFileError(
+                f"{self.path}: the network returned {out.dtype} {tuple(out.shape)} for a uint8 {tuple(batch.shape)} "
+                "input; nst models return uint8 NHWC RGB of the input's size. Fix: re-export it with nst-export.")
         return [np.ascontiguousarray(o[:h, :w]) for o in out]
+
+    def _check_contract(self) -> None:
+        """One call at the smallest size before any user image: a graph that does not take and return uint8
+        NHWC RGB of the input's size (NCHW, float output, resizing) is refused here in one line naming the file,
+        instead of failing on every image with the backend's own words."""
+        try:
+            spec = self.sidecar.style
+            self._infer_same_size([np.zeros((1, 1, 3), np.uint8)],
+                                  None if spec is None else self.style_feeds(self.style if self.style is not None else 0))
+        except NstError:
+            raise
+        except Exception as exc:  # each backend raises its own classes (onnxruntime's Fail, openvino's, …)
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+            raise ModelFileError(
+                f"{self.path}: the network fails on a uint8 NHWC RGB batch of 1x{self.min_size}x{self.min_size}x3 "
+                f"({type(exc).__name__}: {' '.join(lines)[:300]}); nst models take and return uint8 NHWC RGB "
+                "(an NCHW or float32 graph does not). Fix: re-export it with nst-export (nst-export FILE.onnx "
+                "imports an ONNX style network from elsewhere).") from None
+
+    @contextlib.contextmanager
+    def tile_progress(self, callback: Callable[[int, int], None] | None) -> Iterator[None]:
+        """Within the block, tiled images stylized *in this thread* call ``callback(done, total)`` after each
+        network call (for a progress bar per tile; untiled images make no calls to it)."""
+        previous = getattr(self._progress, "callback", None)
+        self._progress.callback = callback
+        try:
+            yield
+        finally:
+            self._progress.callback = previous
 
     def stylize_rgb(self, rgb: np.ndarray, *, style: StyleSpec | None = None,
                     feeds: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -345,20 +448,46 @@ class Stylizer:
             feeds = self.style_feeds(style)
         if not self._needs_tiles(h, w):
             return self._infer_same_size([rgb], feeds)[0]
-        limit_h, limit_w = self._tile_limits()
         padded = pad_to_min_size(rgb, self.min_size)
         # the tiling graph takes no style input: a multi-style network's tiles keep their own statistics
         graph = self._tiling_graph() if feeds is None else None
+        limit_h, limit_w = self._tile_limits(tiling_graph=graph is not None)
+        self._log_tiling(h, w, limit_h, limit_w, graph)
+        on_tile = getattr(self._progress, "callback", None)
+        if graph is not None and self.tile_mode == "exact":
+            return stylize_exact(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
+                                 on_tile=on_tile)[:h, :w]
         if graph is not None:
-            return stylize_exact(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo)[:h, :w]
+            budget = self._call_budget()
+            ph, pw = padded.shape[:2]
+            stats_pixels = int(ph * pw * FAST_STATS_SHARE)
+            if budget is not None:
+                stats_pixels = min(stats_pixels, self._call_cost(tiling_graph=True).pixels_within(budget))
+            return stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
+                                stats_pixels=stats_pixels, on_tile=on_tile)[:h, :w]
         out = stylize_tiled(padded, lambda t: self._infer_same_size([t], feeds)[0], tile_h=limit_h, tile_w=limit_w,
-                            overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)))
+                            overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)), on_tile=on_tile)
         return out[:h, :w]
+
+    def _log_tiling(self, h: int, w: int, limit_h: int, limit_w: int, graph: TilingGraph | None) -> None:
+        """One line per tiled image: why it is tiled and how; a warning the first time the budget is the cause."""
+        mode = self.tile_mode if graph is not None else "feathered"
+        level = logging.INFO
+        if self._over_budget(1, h, w):
+            why = (f"an untiled call would need about {format_bytes(self.estimate_call_bytes(1, h, w))}, more than "
+                   f"the memory budget of {format_bytes(self._call_budget() or 0)} (memory_limit / --memory-limit)")
+            if not self._budget_logged:
+                self._budget_logged, level = True, logging.WARNING
+        else:
+            why = "it is larger than one call takes (tile= / --tile, or the engine's profile)"
+        logger.log(level, "%dx%d image: %s; running it in %s tiles of at most %dx%d px", w, h, why, mode,
+                   limit_w, limit_h)
 
     @property
     def tiling_mode(self) -> str:
-        """``"exact"`` (whole-image statistics, NAME.tiling.onnx found) or ``"feathered"`` (the fallback)."""
-        return "exact" if self._tiling_graph() is not None else "feathered"
+        """How large images are tiled: ``"fast"`` or ``"exact"`` (``tile_mode``, with NAME.tiling.onnx found:
+        whole-image statistics), or ``"feathered"`` (no tiling graph: per-tile statistics, cross-faded)."""
+        return self.tile_mode if self._tiling_graph() is not None else "feathered"
 
     def _tiling_graph(self) -> TilingGraph | None:
         with self._tiling_lock:
@@ -458,9 +587,10 @@ class Stylizer:
                 results[i] = self.stylize_rgb(rgb, feeds=feeds)
             else:
                 groups.setdefault((h, w), []).append(i)
-        for idx in groups.values():
-            for start in range(0, len(idx), bs):
-                chunk = idx[start:start + bs]
+        for (h, w), idx in groups.items():
+            step = self._batch_fitting(bs, h, w)
+            for start in range(0, len(idx), step):
+                chunk = idx[start:start + step]
                 for i, out in zip(chunk, self._infer_same_size([seen[i] for i in chunk], feeds), strict=True):
                     results[i] = out
         if plan.after:
