@@ -16,6 +16,10 @@ name            type             meaning
 ``mask``        f32 [N,H,W]      1 on the pixels the tile owns (its core), 0 on the halo
 ``norm_mean``   f32 [1600]       mean of every InstanceNorm layer, concatenated in forward order
 ``norm_var``    f32 [1600]       biased variance of every layer, same order (eps 1e-5 is added in the graph)
+``norm_own``    f32 [1]          0: normalize with ``norm_mean``/``norm_var``; 1: with the tile's own masked
+                                 moments (mask all ones: the deploy graph's behaviour, so one pass over a
+                                 whole image reports all 15 layers' statistics; the runtime's fast tiling
+                                 estimates the whole image's statistics this way from a downscaled copy)
 ``output``      uint8 [N,H,W,3]  stylized tile (rounded, clamped), as the deploy graph
 ``tile_count``  f32 [N,15]       owned pixels at each layer's resolution
 ``tile_mean``   f32 [N,1600]     masked mean of each layer's input (pre-norm activation)
@@ -48,9 +52,9 @@ from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
-MASK_NAME, MEAN_NAME, VAR_NAME = "mask", "norm_mean", "norm_var"
+MASK_NAME, MEAN_NAME, VAR_NAME, OWN_NAME = "mask", "norm_mean", "norm_var", "norm_own"
 COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME = "tile_count", "tile_mean", "tile_m2"
-INPUT_NAMES = (INPUT_NAME, MASK_NAME, MEAN_NAME, VAR_NAME)
+INPUT_NAMES = (INPUT_NAME, MASK_NAME, MEAN_NAME, VAR_NAME, OWN_NAME)
 OUTPUT_NAMES = (OUTPUT_NAME, COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME)
 #: tile origins, sizes and core boundaries must be multiples of this (the network's two stride-2 convolutions)
 TILE_MULTIPLE = 4
@@ -99,7 +103,7 @@ def build_tiling_module(net: Any) -> Any:
             self.net = net
 
         def forward(self, image: torch.Tensor, mask: torch.Tensor, norm_mean: torch.Tensor,
-                    norm_var: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                    norm_var: torch.Tensor, norm_own: torch.Tensor) -> tuple[torch.Tensor, ...]:
             net = self.net
             m1 = mask.unsqueeze(1)
             masks = {1: m1, 2: m1[:, :, ::2, ::2], 4: m1[:, :, ::4, ::4]}
@@ -117,13 +121,16 @@ def build_tiling_module(net: Any) -> Any:
                 # a tile that owns nothing at some resolution must report zeros, not NaN
                 mean = (x * m).sum(dim=(2, 3)) / count.clamp(min=1.0)
                 dev = (x - mean[:, :, None, None]) * m
+                m2 = (dev * dev).sum(dim=(2, 3))
                 counts.append(count)
                 means.append(mean)
-                m2s.append((dev * dev).sum(dim=(2, 3)))
-                mu = norm_mean[lo:hi].view(1, -1, 1, 1)
-                scale = (module.weight / torch.sqrt(norm_var[lo:hi] + module.eps)).view(1, -1, 1, 1)
+                m2s.append(m2)
+                # norm_own blends the given statistics with the tile's own (0 or 1 in practice)
+                mu = norm_own * mean + (1.0 - norm_own) * norm_mean[lo:hi]  # [N, C]
+                var = norm_own * (m2 / count.clamp(min=1.0)) + (1.0 - norm_own) * norm_var[lo:hi]
+                scale = module.weight / torch.sqrt(var + module.eps)
                 index += 1
-                return (x - mu) * scale + module.bias.view(1, -1, 1, 1)
+                return (x - mu[:, :, None, None]) * scale[:, :, None, None] + module.bias.view(1, -1, 1, 1)
 
             def res(block: Any, x: torch.Tensor) -> torch.Tensor:
                 out = block.relu(norm(block.conv1(x)))
@@ -160,7 +167,7 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     c_total = sum(m.num_features for _, m in norm_layers(net))
     # batch 2 in the example: torch.export specializes a dimension whose example size is 1
     example = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.ones((2, 64, 64)),
-               torch.zeros(c_total), torch.ones(c_total))
+               torch.zeros(c_total), torch.ones(c_total), torch.zeros(1))
     # H and W as 4 * k: the exporter can then prove that the output and the full-resolution mask have the
     # input's size (no padding or cropping in this graph; the runtime pads the whole image once)
     batch = Dim("batch", min=1, max=_MAX_DIM)
@@ -170,7 +177,7 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     with quiet_torch_exporter():
         program = torch.onnx.export(
             module, example, None, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-            opset_version=opset, dynamo=True, dynamic_shapes=(spatial, spatial, None, None), optimize=True,
+            opset_version=opset, dynamo=True, dynamic_shapes=(spatial, spatial, None, None, None), optimize=True,
             verbose=False,
         )
     model = program.model_proto
@@ -233,9 +240,10 @@ def torch_norm_moments(net: Any, image: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, int], ...] = _CHECK_SHAPES
                        ) -> dict[str, Any]:
-    """Numerical check: one tile = the whole image, mask all ones, PyTorch's true statistics given.
+    """Numerical check: one tile = the whole image, mask all ones, PyTorch's true statistics given; and the
+    same tile normalizing with its own statistics (``norm_own`` = 1).
 
-    The output must match the PyTorch deploy model within :data:`MAX_ABS_LEVELS` and the reported moments
+    Both outputs must match the PyTorch deploy model within :data:`MAX_ABS_LEVELS` and the reported moments
     PyTorch's within :data:`MOMENT_RTOL`. Every shape is checked; failures are collected into one
     :class:`ParityError`. Returns the measured numbers (for the sidecar).
     """
@@ -256,16 +264,22 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
             want = wrapper(torch.from_numpy(image)).numpy()
         mean32 = np.ascontiguousarray(mean.astype(np.float32))
         var32 = np.ascontiguousarray(var.astype(np.float32))
-        got = []
-        for i in range(n):  # the statistics inputs are per call, so one image per call
-            got.append(session.run(None, {INPUT_NAME: image[i:i + 1], MASK_NAME: np.ones((1, h, w), np.float32),
-                                          MEAN_NAME: mean32[i], VAR_NAME: var32[i]}))
-        out = np.concatenate([g[0] for g in got])
-        t_mean = np.concatenate([g[2] for g in got]).astype(np.float64)
-        t_var = np.concatenate([g[3] / g[1][:, _layer_index(net)] for g in got]).astype(np.float64)
-        levels = int(np.abs(out.astype(np.int16) - want.astype(np.int16)).max())
-        scale = np.sqrt(var) + 1e-3
-        rel = float(max(np.abs(t_mean - mean).max() / scale.max(), (np.abs(t_var - var) / (var + 1e-6)).max()))
+        levels, rel = 0, 0.0
+        for own in (0.0, 1.0):
+            got = []
+            for i in range(n):  # the statistics inputs are per call, so one image per call
+                got.append(session.run(None, {
+                    INPUT_NAME: image[i:i + 1], MASK_NAME: np.ones((1, h, w), np.float32),
+                    MEAN_NAME: mean32[i] if not own else np.zeros_like(mean32[i]),
+                    VAR_NAME: var32[i] if not own else np.ones_like(var32[i]),
+                    OWN_NAME: np.array([own], np.float32)}))
+            out = np.concatenate([g[0] for g in got])
+            t_mean = np.concatenate([g[2] for g in got]).astype(np.float64)
+            t_var = np.concatenate([g[3] / g[1][:, _layer_index(net)] for g in got]).astype(np.float64)
+            levels = max(levels, int(np.abs(out.astype(np.int16) - want.astype(np.int16)).max()))
+            scale = np.sqrt(var) + 1e-3
+            rel = max(rel, float(max(np.abs(t_mean - mean).max() / scale.max(),
+                                     (np.abs(t_var - var) / (var + 1e-6)).max())))
         report["shapes"].append([n, h, w])
         report["max_abs_levels"] = max(report["max_abs_levels"], levels)
         report["max_moment_rel_err"] = max(report["max_moment_rel_err"], rel)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import BackendUnavailableError, ModelFileError
+from .files import check_regular, open_regular
 from .sidecar import Sidecar, read_sidecar, sidecar_path
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ def kind_from_path(path: Path) -> ArtifactKind:
 
 
 def file_sha256(path: Path, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a regular file (a FIFO or device is refused, not read for ever)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, what="a model file", error=ModelFileError) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -83,6 +85,7 @@ def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, rol
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; expected an .onnx file or a TensorRT engine.")
     kind = kind_from_path(path)
+    check_regular(path, what="a model file", error=ModelFileError)  # before any read: a FIFO never ends
     meta = read_sidecar(path)
     if meta.kind != kind:
         raise ModelFileError(

@@ -28,6 +28,7 @@ from .images import (
 from .options import (
     device_option,
     max_pixels_option,
+    memory_limit_option,
     no_progress_option,
     nst_command,
     output_option,
@@ -88,6 +89,10 @@ class RunExtras:
     cudnn_conv_algo_search: str = "HEURISTIC"
     #: --style: which style of a multi-style model (a name, an index or "I:W,J:W")
     style: str | None = None
+    #: --memory-limit in bytes (None: the library's default budget, half the available memory)
+    memory_limit: int | None = None
+    #: --tile-mode: "fast" or "exact" whole-image statistics for tiled images
+    tile_mode: str = "fast"
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,11 @@ class Job:
               help="pixels shared by neighbouring tiles")
 @click.option("--tile-halo", type=click.IntRange(min=0), metavar="PX",
               help="exact and fast tiling: context pixels around each tile's core (default: the library's)")
+@click.option("--tile-mode", type=click.Choice(("fast", "exact")), default="fast", show_default=True,
+              help="tiled images (NAME.tiling.onnx beside the model): fast = whole-image statistics estimated "
+                   "from a downscaled copy, one pass over the tiles; exact = the image's own statistics, 16 passes")
+@memory_limit_option("memory budget of one network call: a size (4G, 512M) or a share of the available memory "
+                     "(60%); larger images run in tiles (default: half the memory available)")
 @positive_int("--batch-size", 1, "video frames per network call")
 @style_option
 @step_options
@@ -166,7 +176,8 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             max_pixels: int, jobs: int, no_progress: bool, quiet: bool, verbose: int, tile_halo: int | None = None,
             steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
             codec: str | None = None, ray_address: str | None = None, allow_engine_host_code: bool = False,
-            cudnn_conv_algo_search: str = "HEURISTIC", style: str | None = None) -> int:
+            cudnn_conv_algo_search: str = "HEURISTIC", tile_mode: str = "fast",
+            memory_limit: int | None = None, style: str | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
     return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
                 providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
@@ -176,7 +187,8 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
                 extras=RunExtras(tile_halo=tile_halo, steps=steps or {}, crf=crf, codec=codec,
                                  steady_weight=steady_weight if steady else None, ray_address=ray_address,
                                  allow_engine_host_code=allow_engine_host_code,
-                                 cudnn_conv_algo_search=cudnn_conv_algo_search.upper(), style=style))
+                                 cudnn_conv_algo_search=cudnn_conv_algo_search.upper(),
+                                 memory_limit=memory_limit, tile_mode=tile_mode, style=style))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,6 +284,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                                backend=backend, providers=provider_list, tile=tile, tile_overlap=tile_overlap,
                                verify_hash=verify, contexts=contexts, cuda_graphs=cuda_graphs,
                                tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
+                               memory_limit=extras.memory_limit, tile_mode=extras.tile_mode,
                                cudnn_conv_algo_search=extras.cudnn_conv_algo_search,
                                **({"style": extras.style} if extras.style is not None else {})))
     failures: list[tuple[Path, str]] = []
@@ -284,7 +297,8 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                        tile_overlap=tile_overlap, batch_size=batch_size, verify_hash=verify,
                        intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs,
                        tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
-                       cudnn_conv_algo_search=extras.cudnn_conv_algo_search, style=extras.style) as stylizer:
+                       cudnn_conv_algo_search=extras.cudnn_conv_algo_search, memory_limit=extras.memory_limit,
+                       tile_mode=extras.tile_mode, style=extras.style) as stylizer:
         logger.info("model %s on %s", stylizer.path, stylizer.backend)
         image_jobs = [j for j in job_list if not is_video(j.src)]
         video_jobs = [j for j in job_list if is_video(j.src)]
@@ -292,10 +306,17 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
         def decode(job: Job) -> tuple[Job, DecodedImage]:
             return job, read_image(job.src, max_pixels=max_pixels, all_frames=True)
 
+        bars: list[Any] = []  # the images bar, which shows the tiles of a tiled image as they finish
+
+        def on_tile(done_tiles: int, total_tiles: int) -> None:
+            for bar in bars:
+                bar.set_postfix_str(f"tile {done_tiles}/{total_tiles}")
+
         def compute(item: tuple[Job, DecodedImage]) -> tuple[Job, DecodedImage]:
             job, dec = item
-            return job, DecodedImage(tuple(stylizer.stylize(f, **extras.steps) for f in dec.frames), dec.format,
-                                     dec.durations, dec.loop)
+            with stylizer.tile_progress(on_tile):
+                styled = tuple(stylizer.stylize(f, **extras.steps) for f in dec.frames)
+            return job, DecodedImage(styled, dec.format, dec.durations, dec.loop)
 
         def encode(item: tuple[Job, DecodedImage]) -> Path:
             job, dec = item
@@ -312,6 +333,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                   Stage("encode", encode, jobs)]
         if image_jobs:
             with tqdm(total=len(image_jobs), unit="img", disable=not progress or None, desc="images") as bar:
+                bars.append(bar)
                 for outcome in run_pipeline(image_jobs, stages, depth=2 * jobs + 2):
                     if outcome.ok:
                         done += 1
@@ -326,13 +348,11 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                 try:
                     report = stylize_video(stylizer, job.src, job.dst_stem, batch_size=batch_size,
                                            on_frame=lambda _n: bar.update(1), crf=extras.crf, codec=extras.codec,
-                                           temporal=temporal, **extras.steps)
+                                           temporal=temporal, max_pixels=max_pixels, **extras.steps)
                     done += 1
                     logger.info("%s -> %s: %d frames, audio %s", job.src, report.path, report.frames, report.audio)
-                    if report.skipped_packets:
-                        failures.append((job.src, f"{report.skipped_packets} undecodable video packets skipped "
-                                                  f"(a damaged stretch or tail); {report.frames} frames written "
-                                                  f"to {report.path}"))
+                    if not report.complete:  # damaged input: what could be decoded is written, and listed
+                        failures.append((job.src, report.damage()))
                 except Exception as exc:  # per-file: report at the end, keep going
                     failures.append((job.src, _describe(exc)))
                     if isinstance(exc, NstError):

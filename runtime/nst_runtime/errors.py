@@ -24,6 +24,7 @@ EXIT_CODES: dict[int, str] = {
     8: "some inputs of a batch failed; the others were written (BatchError)",
     9: "an output that cannot be written (no permission, disk full); the previous file is kept",
     130: "interrupted (Ctrl-C)",
+    143: "stopped by SIGTERM (handled like Ctrl-C: cleanups run, no temp file is left)",
 }
 
 

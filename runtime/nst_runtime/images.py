@@ -25,12 +25,13 @@ stylizes every frame and writes an animation of the same format with the same ti
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -63,9 +64,14 @@ SUFFIX_BY_FORMAT: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".web
 #: formats that can hold an alpha channel / several frames when we write them
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF", "GIF"})
 _ANIMATED_FORMATS = frozenset({"GIF", "WEBP", "PNG"})
+#: formats that hold several frames: animations, and TIFF's pages (no timing)
+MULTI_FRAME_FORMATS = _ANIMATED_FORMATS | {"TIFF"}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 _pillow_limit_lock = threading.Lock()
+#: Pillow limits wanted by the reads running now (None: no limit), and Pillow's own value before the first
+_pillow_wanted: list[int | None] = []
+_pillow_saved: list[int | None] = []
 
 
 @dataclass(frozen=True)
@@ -84,13 +90,33 @@ class DecodedImage:
         return len(self.frames) > 1
 
 
-def _allow_pillow_limit(max_pixels: int) -> None:
-    # Our own check runs first and is the policy; Pillow's guard stays as a backstop and is only ever raised
-    # (never lowered) so that a larger configured limit is not refused by Pillow's smaller default.
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int | None) -> Iterator[None]:
+    """While a read runs, Pillow's own bomb guard (the process-wide ``Image.MAX_IMAGE_PIXELS``) allows what
+    ``max_pixels`` allows: raised to it, or off for ``None`` (our check runs first and is the policy). The
+    value is never lowered, and when the last read ends it is restored to what it was before the first."""
     with _pillow_limit_lock:
-        current = Image.MAX_IMAGE_PIXELS
-        if current is not None and max_pixels > current:
-            Image.MAX_IMAGE_PIXELS = max_pixels
+        if not _pillow_wanted:
+            _pillow_saved[:] = [Image.MAX_IMAGE_PIXELS]
+        _pillow_wanted.append(max_pixels)
+        _apply_pillow_limit()
+    try:
+        yield
+    finally:
+        with _pillow_limit_lock:
+            _pillow_wanted.remove(max_pixels)
+            if _pillow_wanted:
+                _apply_pillow_limit()
+            else:
+                Image.MAX_IMAGE_PIXELS = _pillow_saved[0]
+
+
+def _apply_pillow_limit() -> None:
+    saved = _pillow_saved[0]
+    if saved is None or None in _pillow_wanted:
+        Image.MAX_IMAGE_PIXELS = None
+    else:
+        Image.MAX_IMAGE_PIXELS = max(saved, *(w for w in _pillow_wanted if w is not None))
 
 
 #: what :func:`read_image` decodes: a file path, encoded bytes, or a binary file object
@@ -117,9 +143,15 @@ def read_image(
     at once). Raises :class:`ImageError` for unreadable, unsupported, truncated or oversized files: whatever
     a decoder raises on a damaged or hostile file becomes one line naming the file.
     """
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise UsageError(f"max_pixels {max_pixels!r}: expected a positive number of pixels, or None for no limit.")
+    with _pillow_limit(max_pixels):
+        return _decode(path, max_pixels=max_pixels, formats=formats, all_frames=all_frames, name=name)
+
+
+def _decode(path: ImageSource, *, max_pixels: int | None, formats: Sequence[str], all_frames: bool,
+            name: str | None) -> DecodedImage:
     source, path = _source_and_label(path, name)
-    if max_pixels is not None:
-        _allow_pillow_limit(max_pixels)
     try:
         if _is_empty(source):
             raise ImageError(f"{path}: the file is empty (an interrupted copy or download?).")
@@ -339,8 +371,9 @@ def save_image(
     partial file, and the previous file at ``path`` stays intact. Raises :class:`WriteError` when the file
     cannot be written.
 
-    Several ``frames`` are written as an animation when the format allows (GIF, WebP, PNG), else only the
-    first frame is written and a warning is logged. Alpha is dropped for formats without it (JPEG, BMP).
+    Several ``frames`` are written as an animation when the format allows (GIF, WebP, PNG) or as pages
+    (TIFF), else only the first frame is written and a warning is logged. Alpha is dropped for formats
+    without it (JPEG, BMP), with a warning when it held any transparency.
     """
     path = Path(path)
     fmt = (format or FORMAT_BY_SUFFIX.get(path.suffix.lower(), "PNG")).upper()
@@ -373,15 +406,29 @@ def _write_frames(
     frame_list = [frames] if isinstance(frames, Image.Image) else list(frames)
     if not frame_list:
         raise UsageError(f"{label}: nothing to save (no frames).")
-    if fmt not in _ALPHA_FORMATS:
-        frame_list = [f.convert("RGB") if f.mode in ("RGBA", "LA", "PA") else f for f in frame_list]
-    if len(frame_list) > 1 and fmt not in _ANIMATED_FORMATS:
-        logger.warning("%s: %s cannot hold an animation; writing the first frame only", label, fmt)
+    if len(frame_list) > 1 and fmt not in MULTI_FRAME_FORMATS:
+        logger.warning("%s: %s cannot hold an animation or several pages; writing the first of %d frames only "
+                       "(write GIF, WebP, PNG or TIFF to keep them all)", label, fmt, len(frame_list))
         frame_list = frame_list[:1]
+    if fmt not in _ALPHA_FORMATS:
+        if any(_has_transparency(f) for f in frame_list):
+            logger.warning("%s: %s has no alpha channel; the image's transparency is dropped (write PNG, WebP or "
+                           "TIFF to keep it)", label, fmt)
+        frame_list = [f.convert("RGB") if f.mode in ("RGBA", "LA", "PA", "RGBa", "La") else f for f in frame_list]
     params: dict[str, Any] = {}
     if fmt in ("JPEG", "WEBP"):
         params["quality"] = quality
-    if len(frame_list) > 1:
+    if len(frame_list) > 1 and fmt == "TIFF":
+        params.update(save_all=True, append_images=frame_list[1:])
+    elif len(frame_list) > 1:
         params.update(save_all=True, append_images=frame_list[1:], duration=list(durations) or 100,
                       loop=0 if loop is None else loop)
     frame_list[0].save(out, format=fmt, **params)
+
+
+def _has_transparency(frame: Image.Image) -> bool:
+    """Any pixel less than fully opaque (an alpha plane of all 255 loses nothing when dropped)."""
+    if frame.mode not in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return False
+    lowest, _ = frame.getchannel(frame.mode[-1] if frame.mode[-1] == "A" else "a").getextrema()
+    return lowest < 255

@@ -28,13 +28,14 @@ import click
 
 from .devices import DEVICE_HELP, Device, parse_device
 from .errors import EXIT_CODES, BackendUnavailableError, NstError, UsageError, exit_code_table
+from .interrupt import exit_code_of, sigterm_as_interrupt
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 #: exit codes every command can return, whatever it does
-COMMON_EXIT_CODES = (0, 1, 2, 6, 130)
+COMMON_EXIT_CODES = (0, 1, 2, 6, 130, 143)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -445,13 +446,14 @@ def run_command(command: click.Command, argv: Sequence[str] | None = None, *, pr
     - click usage errors (unknown option, bad value) → one line, exit 2;
     - a missing optional package → one line naming the extra to install, exit 6;
     - an :class:`OSError` nst did not wrap → one line, exit 1;
-    - Ctrl-C → ``PROG: interrupted``, exit 130.
+    - Ctrl-C → ``PROG: interrupted``, exit 130; SIGTERM is handled the same way (cleanups run), exit 143.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     _invocation[:] = [prog, *args]
     try:
         try:
-            result = command.main(args=args, prog_name=prog, standalone_mode=False)
+            with sigterm_as_interrupt():
+                result = command.main(args=args, prog_name=prog, standalone_mode=False)
         finally:
             teardown_logging()
     except _NoArgsIsHelp as exc:  # click >= 8.2: a group called without a subcommand
@@ -470,9 +472,10 @@ def run_command(command: click.Command, argv: Sequence[str] | None = None, *, pr
         err = missing_module_error(exc, prog=current, extra=extra)
         _error_line(current, str(err))
         return err.exit_code
-    except (click.Abort, KeyboardInterrupt):
-        print(f"{_current_prog(prog)}: interrupted", file=sys.stderr)
-        return 130
+    except (click.Abort, KeyboardInterrupt) as exc:
+        code = exit_code_of(exc)
+        print(f"{_current_prog(prog)}: {'terminated (SIGTERM)' if code != 130 else 'interrupted'}", file=sys.stderr)
+        return code
     except OSError as exc:  # a file system error nst did not wrap: still one line, no traceback
         _error_line(_current_prog(prog), str(exc))
         return 1

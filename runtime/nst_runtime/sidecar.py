@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ModelFileError
+from .files import read_capped
 
 SCHEMA_VERSION = 1
 SIDECAR_SUFFIX = ".json"
+#: a sidecar is a few KB of JSON (the parity report included); a larger file is refused unread
+MAX_SIDECAR_BYTES = 1 << 20
+#: range of ``min_size``: the runtime pads smaller images up to it, so a huge value would make every call huge
+MAX_MIN_SIZE = 1024
+#: range of an engine profile's shapes (N, H, W), and of N x H x W at its maximum (the buffers are sized for it)
+MAX_PROFILE_BATCH, MAX_PROFILE_SIDE, MAX_PROFILE_PIXELS = 4096, 1 << 16, 1 << 31
 
 Precision = Literal["fp32", "fp16", "int8"]
 ArtifactKind = Literal["onnx", "tensorrt"]
@@ -152,11 +159,23 @@ class Sidecar:
                  f"{io} is {spec!r}, expected an object with string name/dtype/layout/channels")
         need(isinstance(self.min_size, int) and not isinstance(self.min_size, bool),
              f"min_size {self.min_size!r}, expected an integer")
+        need(1 <= self.min_size <= MAX_MIN_SIZE, f"min_size {self.min_size}, expected 1..{MAX_MIN_SIZE} pixels")
         if self.profile is not None:
             need(isinstance(self.profile, ShapeProfile) and all(
-                len(shape) == 3 and all(isinstance(d, int) for d in shape)
+                len(shape) == 3 and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
                 for shape in (self.profile.min, self.profile.opt, self.profile.max)),
                 f"profile {self.profile!r}, expected min/opt/max as [N, H, W] integers")
+            for name in ("min", "opt", "max"):
+                n, h, w = getattr(self.profile, name)
+                need(1 <= n <= MAX_PROFILE_BATCH and 1 <= h <= MAX_PROFILE_SIDE and 1 <= w <= MAX_PROFILE_SIDE,
+                     f"profile {name} {[n, h, w]}, expected N in 1..{MAX_PROFILE_BATCH} and H, W in "
+                     f"1..{MAX_PROFILE_SIDE}")
+            need(all(a <= b <= c for a, b, c in zip(self.profile.min, self.profile.opt, self.profile.max, strict=True)),
+                 f"profile min {list(self.profile.min)} / opt {list(self.profile.opt)} / max "
+                 f"{list(self.profile.max)}, expected min <= opt <= max in every dimension")
+            n, h, w = self.profile.max
+            need(n * h * w <= MAX_PROFILE_PIXELS,
+                 f"profile max {[n, h, w]} = {n * h * w} pixels, expected at most {MAX_PROFILE_PIXELS}")
         for name in ("tensorrt_version", "gpu_name", "compute_capability", "artifact_sha256", "checkpoint_sha256",
                      "onnx_sha256", "architecture", "created_at"):
             value = getattr(self, name)
@@ -186,14 +205,15 @@ def sidecar_path(artifact: str | os.PathLike[str]) -> Path:
 def read_sidecar(artifact: str | os.PathLike[str]) -> Sidecar:
     """Read the sidecar of ``artifact``; :class:`ModelFileError` naming the file if missing or malformed."""
     path = sidecar_path(artifact)
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(
             f"{artifact}: no sidecar {path.name} beside it. Re-export with nst-export, which writes both"
             + ("; an ONNX style network from elsewhere is imported the same way: nst-export FILE.onnx."
                if Path(artifact).suffix.lower() == ".onnx" else ".")
         )
     try:
-        return Sidecar.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        data = read_capped(path, max_bytes=MAX_SIDECAR_BYTES, what="a sidecar", error=ModelFileError)
+        return Sidecar.from_dict(json.loads(data.decode("utf-8")))
     except (ValueError, TypeError, RecursionError) as exc:
         raise ModelFileError(f"{path}: malformed sidecar ({str(exc)[:200]}). Re-export with nst-export.") from exc
     except OSError as exc:

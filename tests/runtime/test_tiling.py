@@ -95,7 +95,7 @@ def test_tiling_graph_name_convention(tmp_path):
 def tiled_vs_untiled(vivid_onnx, vivid_exact_onnx, make_image):
     x = make_image(128, 160, seed=11)
     with Stylizer.open(vivid_onnx, device="cpu") as whole, \
-         Stylizer.open(vivid_exact_onnx, device="cpu", tile=TILE, tile_halo=HALO) as exact, \
+         Stylizer.open(vivid_exact_onnx, device="cpu", tile=TILE, tile_halo=HALO, tile_mode="exact") as exact, \
          Stylizer.open(vivid_onnx, device="cpu", tile=TILE, tile_overlap=OVERLAP) as feathered:
         assert exact.tiling_mode == "exact"
         return x, whole.stylize(x), exact.stylize(x), feathered.stylize(x)
@@ -129,7 +129,7 @@ def test_fallback_warns_how_to_get_exact_tiling(vivid_onnx, make_image, caplog):
 def test_exact_tiling_of_an_odd_size_pads_and_crops_like_the_deploy_graph(vivid_exact_onnx, make_image,
                                                                            measure_psnr, stylizer):
     x = make_image(61, 150, seed=3)  # padded to 64x152 inside; two tiles across
-    with Stylizer.open(vivid_exact_onnx, device="cpu", tile=112, tile_halo=32) as s:
+    with Stylizer.open(vivid_exact_onnx, device="cpu", tile=112, tile_halo=32, tile_mode="exact") as s:
         out = s.stylize(x)
     assert out.shape == x.shape
     assert measure_psnr(stylizer.stylize(x), out) >= SEAM_PSNR_TARGET_DB

@@ -1,0 +1,170 @@
+"""The memory budget: what one network call needs, what the machine has, and how large a call may be.
+
+A call's peak memory is a fixed part plus a part that grows linearly with its pixels (N x H x W): the network's
+activations dominate (32 to 128 float32 channels per pixel at full, half and quarter resolution, plus
+convolution work buffers). The numbers below were measured, not derived: the growth of the peak resident
+memory (``ru_maxrss``) of a fresh process over one call of the size shown, after a warm-up call on a small
+image, through nst_runtime's own loaders and session options (ONNX Runtime's CPU arena and memory patterns
+off), TransformerNet (Johnson et al.), FP32, 2 CPU cores; ``tools/memory_per_pixel.py per-pixel``
+reproduces them:
+
+* deploy graph, ONNX Runtime CPU: 229 MiB (916 B/px) at 512², 514 MiB (514 B/px) at 1024², 1016 MiB
+  (514 B/px) at 1080x1920; model: 160 MiB + 520 B/px;
+* deploy graph, OpenVINO CPU: 143 MiB (570 B/px) at 512², 567 MiB (567 B/px) at 1024², 1120 MiB (566 B/px) at
+  1080x1920; model: 32 MiB + 600 B/px;
+* tiling graph, ONNX Runtime CPU: 333 MiB (1332 B/px) at 512², 925 MiB (925 B/px) at 1024², 1833 MiB
+  (927 B/px) at 1080x1920; model: 160 MiB + 930 B/px.
+
+Every model is an upper bound of the measurements it was fitted to. GPU backends keep activations in device
+memory: on the host a call costs the uint8 input and output and a few copies of the image
+(:data:`HOST_BYTES_PER_PIXEL`); TensorRT's device memory is bounded by the engine's optimization profile, and
+ONNX Runtime's CUDA provider's device memory is not modelled (no GPU was available to measure it). The tiling
+graph always runs on ONNX Runtime.
+
+The default budget is :data:`DEFAULT_MEMORY_SHARE` of the memory available when the model is opened
+(``MemAvailable``, or the cgroup's limit minus its usage when that is smaller). A call whose estimate exceeds the
+budget runs in tiles sized to fit it (see :mod:`nst_runtime.tiling`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """Peak memory of one call: ``fixed`` bytes plus ``per_pixel`` bytes for every input pixel (N x H x W)."""
+
+    fixed: int
+    per_pixel: int
+
+    def bytes_for(self, pixels: int) -> int:
+        return self.fixed + self.per_pixel * pixels
+
+    def pixels_within(self, budget: int) -> int:
+        """The most pixels one call may have within ``budget`` bytes (0 when the fixed part alone exceeds it)."""
+        return max(0, budget - self.fixed) // max(1, self.per_pixel)
+
+
+#: CPU backends, the deploy graph (measured, see the table above)
+CPU_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 520), "openvino": CallCost(32 << 20, 600)}
+#: the tiling graph on ONNX Runtime's CPU provider (it also computes every layer's moments)
+TILING_CALL_COST = CallCost(160 << 20, 930)
+#: host memory per pixel of a GPU call: uint8 input and output, the padded and cropped copies
+HOST_BYTES_PER_PIXEL = 24
+#: the default budget: this share of the memory available when the model is opened
+DEFAULT_MEMORY_SHARE = 0.5
+#: the budget when the available memory cannot be read (not Linux, no sysconf)
+FALLBACK_MEMORY_LIMIT = 4 << 30
+#: tiles are never made smaller than this (a smaller budget tiles at this size rather than refuse)
+MIN_TILE_SIDE = 128
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000**4, "tib": 1 << 40}
+
+
+def parse_memory_size(value: int | str) -> int:
+    """``8G``, ``512MiB``, ``1.5GB``, ``60%`` (of :func:`available_memory`), ``1073741824`` -> bytes.
+
+    K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB of 1000 (as ``--memory-limit``)."""
+    if isinstance(value, bool):
+        raise UsageError(f"memory limit {value!r}: expected a size such as 8G or 512M.")
+    if isinstance(value, int):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*|%)\s*", str(value))
+        if not match or (match.group(2).lower() not in _UNITS and match.group(2) != "%"):
+            raise UsageError(f"memory limit {value!r}: expected a size such as 8G, 512M or 1.5GB, a share of the "
+                             "available memory such as 60%, or 'none'.")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if unit == "%":
+        available = available_memory()
+        if not 0 < number <= 100 or available is None:
+            raise UsageError(f"memory limit {value!r}: expected a share above 0% and at most 100% of the memory "
+                             "available (which this system must report), or a size such as 8G.")
+        size = available * number / 100
+    else:
+        size = number * _UNITS[unit]
+    if not math.isfinite(size) or size < 1 or size >= 1 << 62:
+        raise UsageError(f"memory limit {value!r}: expected a positive size below 4 EiB.")
+    return int(size)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still use: ``MemAvailable`` from /proc/meminfo, lowered to the cgroup's limit
+    minus its usage (containers); None where neither can be read."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(Path(limit_file)), _read_int(Path(usage_file))
+        if limit is not None and usage is not None and limit < 1 << 60:
+            found.append(max(0, limit - usage))
+            break
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(found)
+
+
+def default_memory_limit() -> int:
+    """:data:`DEFAULT_MEMORY_SHARE` of :func:`available_memory` (:data:`FALLBACK_MEMORY_LIMIT` if unknown)."""
+    available = available_memory()
+    return FALLBACK_MEMORY_LIMIT if available is None else int(available * DEFAULT_MEMORY_SHARE)
+
+
+def resolve_memory_limit(memory_limit: int | str | None) -> int | None:
+    """None or ``"auto"`` -> the default budget; ``"none"`` -> no budget; a size or share -> bytes."""
+    if memory_limit is None or (isinstance(memory_limit, str) and memory_limit.strip().lower() == "auto"):
+        return default_memory_limit()
+    if isinstance(memory_limit, str) and memory_limit.strip().lower() in ("none", "unlimited"):
+        return None
+    return parse_memory_size(memory_limit)
+
+
+def call_cost(backend: str, *, on_gpu: bool, tiling_graph: bool = False) -> CallCost:
+    """What one call costs in host memory on ``backend`` (``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``);
+    ``tiling_graph``: a call of the tiling graph (ONNX Runtime) instead."""
+    if on_gpu or (backend == "tensorrt" and not tiling_graph):
+        return CallCost(0, HOST_BYTES_PER_PIXEL)
+    if tiling_graph:
+        return TILING_CALL_COST
+    return CPU_CALL_COST.get(backend, max(CPU_CALL_COST.values(), key=lambda c: c.per_pixel))
+
+
+def largest_tile_side(budget: int, cost: CallCost, *, multiple: int = 4) -> int:
+    """The largest square tile side (a multiple of ``multiple``, at least :data:`MIN_TILE_SIDE`) whose call
+    fits ``budget`` bytes."""
+    side = math.isqrt(cost.pixels_within(budget))
+    return max(MIN_TILE_SIDE, side - side % multiple)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

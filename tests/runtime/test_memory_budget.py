@@ -1,0 +1,172 @@
+"""The memory budget (issue 12, item 4): a default share of the available memory, an estimate per call from its
+pixels and backend, automatic tiling with one log line when a call would exceed it, batches split to fit, and
+peak memory that really stays within the budget (measured in a subprocess, never in the test process)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from nst_runtime import Stylizer, UsageError
+from nst_runtime.memory import (
+    DEFAULT_MEMORY_SHARE,
+    MIN_TILE_SIDE,
+    CallCost,
+    available_memory,
+    call_cost,
+    largest_tile_side,
+    parse_memory_size,
+    resolve_memory_limit,
+)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("8G", 8 << 30), ("512M", 512 << 20), ("512MiB", 512 << 20), ("1.5GB", 1_500_000_000), ("4096", 4096),
+    (1 << 20, 1 << 20), (" 2 k ", 2048),
+])
+def test_sizes_parse(text, expected):
+    assert parse_memory_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "-1G", "8X", "G", "0", "nan", "1e400", True, "0.1"])
+def test_bad_sizes_are_one_usage_error(bad):
+    with pytest.raises(UsageError, match="memory limit"):
+        parse_memory_size(bad)
+
+
+def test_default_none_and_shares():
+    available = available_memory()
+    assert available is not None and available > 0  # Linux: /proc/meminfo
+    default = resolve_memory_limit(None)
+    assert abs(default - available * DEFAULT_MEMORY_SHARE) < 0.1 * available  # what is free moves a little
+    assert resolve_memory_limit("auto") == pytest.approx(default, rel=0.2)
+    assert resolve_memory_limit("none") is None
+    assert resolve_memory_limit("25%") == pytest.approx(available / 4, rel=0.2)
+
+
+def test_tile_side_from_a_budget():
+    cost = CallCost(fixed=4 << 20, per_pixel=1000)
+    assert cost.pixels_within(104 << 20) == (100 << 20) // 1000
+    assert largest_tile_side(104 << 20, cost) == 320  # sqrt(104857.6) = 323.8, down to a multiple of 4
+    assert largest_tile_side(1, cost) == MIN_TILE_SIDE  # the fixed part alone is over: the smallest tiles
+    gpu, cpu = call_cost("tensorrt", on_gpu=True), call_cost("onnxruntime", on_gpu=False)
+    assert gpu.per_pixel < cpu.per_pixel
+    assert call_cost("onnxruntime", on_gpu=False, tiling_graph=True).per_pixel > cpu.per_pixel
+    assert call_cost("tensorrt", on_gpu=False, tiling_graph=True).per_pixel > cpu.per_pixel  # ORT on the CPU
+
+
+def test_open_has_a_default_budget(vivid_onnx):
+    with Stylizer.open(vivid_onnx, device="cpu") as s:
+        assert s.memory_limit is not None
+        assert s.memory_limit == pytest.approx(available_memory() * DEFAULT_MEMORY_SHARE, rel=0.2)
+    with Stylizer.open(vivid_onnx, device="cpu", memory_limit="none") as s:
+        assert s.memory_limit is None
+    with pytest.raises(UsageError, match="memory limit"):
+        Stylizer.open(vivid_onnx, device="cpu", memory_limit="lots")
+
+
+def test_a_call_over_the_budget_is_tiled_with_one_log_line(vivid_exact_onnx, make_image, caplog):
+    x = make_image(136, 200, seed=4)
+    with Stylizer.open(vivid_exact_onnx, device="cpu") as s:
+        s.memory_limit = s.estimate_call_bytes(1, 64, 64)  # a 64x64 call fits, a 136x200 one does not
+        calls: list[tuple[int, int]] = []
+        with caplog.at_level(logging.INFO, logger="nst_runtime.stylizer"), s.tile_progress(
+                lambda done, total: calls.append((done, total))):
+            out = s.stylize(x)
+        assert out.shape == x.shape
+        lines = [r for r in caplog.records if r.name == "nst_runtime.stylizer" and "memory budget" in r.message]
+        assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+        assert "136" in lines[0].message and "fast tiles" in lines[0].message
+        assert len(calls) > 2 and calls[-1][0] == calls[-1][1]  # tiles, each reported
+        small = make_image(40, 48)
+        calls.clear()
+        with s.tile_progress(lambda done, total: calls.append((done, total))):
+            s.stylize(small)
+        assert calls == []  # fits: no tiles
+
+
+def test_batches_are_split_to_fit_the_budget(vivid_onnx, make_image, monkeypatch):
+    frames = [make_image(64, 80, seed=i) for i in range(6)]
+    with Stylizer.open(vivid_onnx, device="cpu", memory_limit="none", batch_size=6) as whole:
+        want = whole.stylize_batch(frames)
+    with Stylizer.open(vivid_onnx, device="cpu", batch_size=6) as s:
+        s.memory_limit = s.estimate_call_bytes(2, 64, 80) + 1  # two frames per call fit, three do not
+        sizes: list[int] = []
+        infer = s._runner.infer
+        monkeypatch.setattr(s._runner, "infer", lambda batch: (sizes.append(len(batch)), infer(batch))[1])
+        got = s.stylize_batch(frames)
+    assert sizes == [2, 2, 2]
+    for a, b in zip(want, got, strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 1
+
+
+CHILD = r"""
+import json, sys
+import numpy as np
+from nst_runtime import Stylizer
+def _status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+def reset_peak():
+    # the peak of what follows only: Linux resets VmHWM to the current RSS (clear_refs 5)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status("VmRSS:")
+def peak():
+    return _status("VmHWM:")
+model, backend, size, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with Stylizer.open(model, device="cpu", backend=backend, memory_limit=limit) as s:
+    s.tiling_mode  # opens the tiling graph now: its weights are not part of a call's peak
+    s.stylize(np.zeros((32, 32, 3), np.uint8))
+    x = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    before = reset_peak()
+    out = s.stylize(x)
+    after = peak()
+    estimate = s.estimate_call_bytes(1, size, size)
+print(json.dumps({"growth": after - before, "estimate": estimate, "limit": s.memory_limit,
+                  "shape": list(out.shape)}))
+"""
+
+
+def _peak_growth(model, backend: str, size: int, limit: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, str(model), backend, str(size), limit], capture_output=True,
+                         text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+needs_clear_refs = pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK),
+                                      reason="measures a call's own peak through Linux's /proc/self/clear_refs")
+
+
+@needs_clear_refs
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_estimate_bounds_the_measured_peak(vivid_exact_onnx, backend):
+    """Measured in a subprocess: one untiled 512x512 call grows the peak by less than its estimate."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    free = _peak_growth(vivid_exact_onnx, backend, 512, "none")
+    print(f"{backend} 512x512: peak growth {free['growth'] / 2**20:.0f} MiB, estimate {free['estimate'] / 2**20:.0f}")
+    assert free["shape"] == [512, 512, 3]
+    assert 0.3 * free["estimate"] < free["growth"] <= free["estimate"]
+
+
+@needs_clear_refs
+@pytest.mark.slow
+def test_peak_memory_stays_within_the_budget(vivid_exact_onnx):
+    """Measured in subprocesses: a 1024x1024 call untiled grows the peak by more than a 400 MiB budget; with the
+    budget it is tiled and grows by less (plus the image copies on the host)."""
+    free = _peak_growth(vivid_exact_onnx, "onnxruntime", 1024, "none")
+    bounded = _peak_growth(vivid_exact_onnx, "onnxruntime", 1024, "400M")
+    print(f"peak growth untiled {free['growth'] / 2**20:.0f} MiB (estimate {free['estimate'] / 2**20:.0f}), "
+          f"budget 400 MiB: {bounded['growth'] / 2**20:.0f} MiB")
+    assert free["shape"] == bounded["shape"] == [1024, 1024, 3]
+    assert free["growth"] > 400 << 20  # the budget does bind here
+    assert bounded["growth"] <= (400 << 20) + (16 << 20)

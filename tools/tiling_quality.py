@@ -1,0 +1,196 @@
+"""Measure tiling against the untiled output: quality (PSNR) of the fast and exact modes on a trained-like network
+and natural photos, and speed of fast tiling against one untiled call (docs/runtime.md).
+
+    python tools/tiling_quality.py quality --work /tmp/tq --steps 400 --json benchmarks/results/tiling_quality.json
+    python tools/tiling_quality.py speed --work /tmp/tq --size 2000x3000 --tile 1024 --json benchmarks/results/tiling_speed.json
+
+*Trained-like network*: a TransformerNet trained ``--steps`` steps by ``nst_train.train`` on the procedural
+sample images with a RANDOMLY INITIALISED VGG-16 loss network (no ImageNet weights offline): the weights have
+moved under real gradients (content, Gram style losses), but it is not a real style model. It is kept in
+``--work`` and reused; ``--checkpoint`` uses another. A network with random weights is a worse case (every
+statistic matters more), reported beside it as ``random`` (the tests' seeded network).
+
+*Images*: the colour photos shipped with scikit-image (astronaut, coffee, chelsea, rocket, hubble_deep_field,
+stereo_motorcycle, retina, immunohistochemistry), at their own size; tiles of ``--tile`` px (default 256, so
+each photo runs in several tiles).
+
+``quality`` does not depend on machine load. ``speed`` does: run it on a quiet machine; it records the load
+average before and after, and the median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "stereo_motorcycle", "retina",
+          "immunohistochemistry")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def photos() -> dict[str, np.ndarray]:
+    import skimage.data
+
+    out = {}
+    for name in PHOTOS:
+        img = getattr(skimage.data, name)()
+        out[name] = np.ascontiguousarray(img[..., :3])
+    return out
+
+
+def trained_checkpoint(work: Path, steps: int, image_size: int) -> Path:
+    """Train (once) the trained-like network into ``work/trained.pth``."""
+    ckpt = work / "trained.pth"
+    if ckpt.is_file():
+        return ckpt
+    from nst_train.samples import write_sample_content, write_sample_style
+    from nst_train.train import TrainConfig, train
+
+    content = work / "content"
+    write_sample_content(content, count=16, size=image_size + 32)
+    style = write_sample_style(work / "style.png", size=image_size)
+    config = TrainConfig(style=style, content_dir=content, out=ckpt, image_size=image_size, batch_size=2,
+                         steps=steps, device="cpu", vgg_weights="random", num_workers=0,
+                         log_every=max(1, steps // 10), checkpoint_every=0, preview_every=0, progress=False)
+    train(config)
+    return ckpt
+
+
+def random_checkpoint(work: Path) -> Path:
+    """The tests' seeded network (random weights, perturbed norms, output spanning 0..255)."""
+    ckpt = work / "random.pth"
+    if ckpt.is_file():
+        return ckpt
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import _seeded_net
+    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
+
+    return save_checkpoint(ckpt, _seeded_net(), CheckpointMetadata(steps=0))
+
+
+def exported(ckpt: Path) -> Path:
+    """NAME.onnx and NAME.tiling.onnx beside ``ckpt`` (exported once)."""
+    from nst_export.onnx_export import onnx_from_checkpoint
+    from nst_export.tiling_graph import tiling_onnx_from_checkpoint
+
+    onnx_path = ckpt.with_suffix(".onnx")
+    if not onnx_path.is_file():
+        onnx_from_checkpoint(ckpt, onnx_path)
+    tiling = ckpt.with_suffix(".tiling.onnx")
+    if not tiling.is_file():
+        tiling_onnx_from_checkpoint(ckpt, tiling)
+    return onnx_path
+
+
+def quality(args: argparse.Namespace) -> dict:
+    from nst_runtime import Stylizer
+
+    nets = {"trained": args.checkpoint or trained_checkpoint(args.work, args.steps, args.image_size)}
+    if not args.no_random:
+        nets["random"] = random_checkpoint(args.work)
+    images = photos()
+    result: dict = {"tile": args.tile, "halo": args.halo, "stats_share": args.stats_share, "networks": {}}
+    import nst_runtime.tiling as tiling
+
+    tiling.FAST_STATS_SHARE = args.stats_share
+    for tag, ckpt in nets.items():
+        model = exported(Path(ckpt))
+        rows = {}
+        with Stylizer.open(model, device="cpu", backend="onnxruntime", memory_limit="none") as whole, \
+             Stylizer.open(model, device="cpu", backend="onnxruntime", memory_limit="none", tile=args.tile,
+                           tile_mode="fast", tile_halo=args.halo) as fast, \
+             Stylizer.open(model, device="cpu", backend="onnxruntime", memory_limit="none", tile=args.tile,
+                           tile_mode="exact") as exact:
+            for name, img in images.items():
+                ref = whole.stylize(img)
+                row = {"size": list(img.shape[:2]), "fast_db": round(psnr(ref, fast.stylize(img)), 2)}
+                if not args.no_exact:
+                    row["exact_db"] = round(psnr(ref, exact.stylize(img)), 2)
+                rows[name] = row
+                print(f"{tag:8s} {name:22s} {img.shape[1]}x{img.shape[0]}: fast {row['fast_db']:.1f} dB"
+                      + (f", exact {row['exact_db']:.1f} dB" if "exact_db" in row else ""), flush=True)
+        fast_values = [r["fast_db"] for r in rows.values()]
+        result["networks"][tag] = {"checkpoint": str(ckpt), "images": rows, "fast_min_db": min(fast_values),
+                                   "fast_median_db": round(statistics.median(fast_values), 2)}
+    return result
+
+
+def speed(args: argparse.Namespace) -> dict:
+    from nst_runtime import Stylizer
+
+    model = exported(Path(args.checkpoint or trained_checkpoint(args.work, args.steps, args.image_size)))
+    h, _, w = args.size.partition("x")
+    shape = (int(h), int(w or h))
+    from PIL import Image
+
+    base = photos()["retina"]  # content does not change the time; a photo keeps the numbers honest anyway
+    img = np.asarray(Image.fromarray(base).resize((shape[1], shape[0]), Image.BICUBIC))
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {"untiled": [], "fast": []}
+    outs = {}
+    with Stylizer.open(model, device="cpu", backend=args.backend, memory_limit="none") as whole, \
+         Stylizer.open(model, device="cpu", backend=args.backend, memory_limit="none", tile=args.tile,
+                       tile_mode="fast") as fast:
+        whole.stylize(img[:64, :64])
+        fast.stylize(img[:64, :64])
+        for _ in range(args.repeat):
+            for tag, s in (("untiled", whole), ("fast", fast)):
+                t = time.perf_counter()
+                outs[tag] = s.stylize(img)
+                times[tag].append(time.perf_counter() - t)
+                print(f"{tag}: {times[tag][-1]:.1f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"size": list(shape), "tile": args.tile, "backend": args.backend, "seconds": times,
+            "median_s": med, "fast_over_untiled": round(med["fast"] / med["untiled"], 3),
+            "fast_psnr_db": round(psnr(outs["untiled"], outs["fast"]), 2),
+            "load_average_before": load_before, "load_average_after": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("quality", "speed"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/nst-tiling-quality"))
+    p.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of training one")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--halo", type=int, default=64)
+    p.add_argument("--stats-share", type=float, default=0.25)
+    p.add_argument("--no-exact", action="store_true", help="quality: skip the exact mode (16 passes)")
+    p.add_argument("--no-random", action="store_true", help="quality: skip the random network")
+    p.add_argument("--size", default="2000x3000", help="speed: image HxW")
+    p.add_argument("--backend", default="onnxruntime", help="speed: the deploy graph's backend")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    warnings.simplefilter("ignore")
+    args.work.mkdir(parents=True, exist_ok=True)
+    record = quality(args) if args.what == "quality" else speed(args)
+    record["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                         "python": platform.python_version()}
+    record["caveat"] = ("trained-like = trained with a RANDOMLY INITIALISED VGG-16 loss network on procedural "
+                        "images; not a real style model")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in record.items() if k != "networks"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
