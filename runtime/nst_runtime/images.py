@@ -377,7 +377,8 @@ def save_image(
     """
     path = Path(path)
     fmt = (format or FORMAT_BY_SUFFIX.get(path.suffix.lower(), "PNG")).upper()
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    # w+b: Pillow's multi-page TIFF writer reads back what it wrote
+    with atomic_output(path) as tmp, open(tmp, "w+b") as f:
         _write_frames(frames, f, fmt=fmt, quality=quality, durations=durations, loop=loop, label=path)
     return path
 
