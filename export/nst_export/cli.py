@@ -6,6 +6,7 @@ runtime-only install; torch, onnx and TensorRT are imported when the export runs
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
@@ -407,6 +408,15 @@ def run(args: ExportOptions) -> list[Path]:
         validate_profile(profile)  # fail on bad shapes before minutes of export, not after
     name = args.name or args.checkpoint.stem
     out_dir: Path = args.out_dir
+    from nst_train.checkpoint import load_checkpoint
+
+    styles = load_checkpoint(args.checkpoint).shape.styles
+    if styles > 1 and args.int8:
+        raise UsageError(f"--int8: {args.checkpoint} is a multi-style network ({styles} styles); its INT8 "
+                         "calibration is not implemented. Fix: export it without --int8 (FP32/FP16).")
+    if styles > 1 and args.tiling_graph:
+        log.info("no tiling graph for a multi-style network: its large images run in feathered tiles")
+        args = dataclasses.replace(args, tiling_graph=False)
     steps = ["FP32 ONNX + parity"] + (["FP16 ONNX + parity"] if args.fp16 else [])
     steps += ["INT8 ONNX + calibration + gate"] if args.int8 else []
     steps += ["tiling ONNX + check"] if args.tiling_graph else []

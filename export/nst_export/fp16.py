@@ -39,10 +39,12 @@ from .parity import (
     DEFAULT_SHAPES,
     DEFAULT_TOLERANCE,
     ParityTolerance,
-    check_parity,
+    check_parity_styles,
     onnx_reference,
+    onnx_reference_with,
     torch_reference,
 )
+from .wrapper import STYLE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -177,25 +179,38 @@ def fp16_onnx_from_onnx(
         source_meta = read_sidecar(onnx_path)
     log.info("converting %s to FP16 (InstanceNormalization and I/O kept FP32)", onnx_path)
     fp16 = fp16_model_from_fp32(model)
+    style = source_meta.style if source_meta else None
+    names = style.names if style is not None else ()
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
-        reference, reference_name = torch_reference(ckpt.model()), "pytorch-fp32"
+        net = ckpt.model()
+
+        def reference_for(weights: Any) -> Any:
+            return torch_reference(net, weights)
+
+        reference_name = "pytorch-fp32"
         checkpoint_sha, architecture = file_sha256(checkpoint), ckpt.metadata.architecture
     else:
-        reference, reference_name = onnx_reference(onnx_path), f"onnx-fp32 ({onnx_path.name}, onnxruntime CPU)"
+        def reference_for(weights: Any) -> Any:
+            return onnx_reference(onnx_path) if weights is None else onnx_reference_with(
+                onnx_path, {STYLE_NAME: weights})
+
+        reference_name = f"onnx-fp32 ({onnx_path.name}, onnxruntime CPU)"
         checkpoint_sha = source_meta.checkpoint_sha256 if source_meta else None
         architecture = source_meta.architecture if source_meta else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
     try:
         save_model(fp16, tmp, final=out)
-        report = check_parity(tmp, reference, precision="fp16", reference_name=reference_name,
-                              tolerance=tolerance, shapes=parity_shapes, label=str(out))
+        report = check_parity_styles(tmp, reference_for, style_names=names, style_input=STYLE_NAME,
+                                     precision="fp16", reference_name=reference_name, tolerance=tolerance,
+                                     shapes=parity_shapes, label=str(out))
         log.info("FP16 parity: %s", report.summary())
         opset = next((o.version for o in fp16.opset_import if o.domain in ("", "ai.onnx")), None)
         meta = onnx_sidecar(precision="fp16", opset=opset, artifact_sha256=file_sha256(tmp),
                             checkpoint_sha256=checkpoint_sha, onnx_sha256=file_sha256(onnx_path),
-                            parity=report, architecture=architecture)
+                            parity=report, architecture=architecture, style=style,
+                            gflop_per_mpx=source_meta.gflop_per_mpx if source_meta else None)
         return publish(tmp, out, meta)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from nst_runtime.errors import ModelFileError, UsageError
-from nst_runtime.sidecar import Sidecar, TensorSpec, sidecar_path
+from nst_runtime.sidecar import Sidecar, StyleInput, TensorSpec, sidecar_path
 
 from .parity import (
     DEFAULT_SHAPES,
     DEFAULT_TOLERANCE,
     ParityReport,
     ParityTolerance,
-    check_parity,
+    check_parity_styles,
     torch_reference,
 )
-from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, DeployWrapper, uint8_edges_only_at_casts
+from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, STYLE_NAME, DeployWrapper, uint8_edges_only_at_casts
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +81,25 @@ def export_onnx_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     example = torch.zeros((1, 64, 64, 3), dtype=torch.uint8)
     dims = {0: Dim("batch", min=1, max=_MAX_DIM), 1: Dim("height", min=MIN_SIZE, max=_MAX_DIM),
             2: Dim("width", min=MIN_SIZE, max=_MAX_DIM)}
+    styles = getattr(net, "styles", 1)
+    args: tuple[Any, ...] = (example,)
+    names, shapes = [INPUT_NAME], (dims,)
+    if styles > 1:  # the style weights: a second input of fixed shape [styles]
+        args, names, shapes = (example, torch.eye(styles)[0]), [INPUT_NAME, STYLE_NAME], (dims, None)
     with quiet_torch_exporter():
         program = torch.onnx.export(
-            wrapper, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=opset, dynamo=True, dynamic_shapes=(dims,), optimize=True, verbose=False,
+            wrapper, args, None, input_names=names, output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamo=True, dynamic_shapes=shapes, optimize=True, verbose=False,
         )
     model = program.model_proto
     _name_dynamic_dims(model)
     uint8_edges_only_at_casts(model)  # TensorRT: a uint8 input may feed nothing but a Cast
     model.producer_name = "nst-export"
-    _set_metadata(model, {"nst.contract": "uint8 NHWC RGB in [0,255] -> uint8 NHWC RGB, same N/H/W",
-                          "nst.min_size": str(MIN_SIZE)})
-    check_onnx_model(model)
+    contract = "uint8 NHWC RGB in [0,255] -> uint8 NHWC RGB, same N/H/W"
+    if styles > 1:
+        contract += f"; float32 {STYLE_NAME}[{styles}]: style weights"
+    _set_metadata(model, {"nst.contract": contract, "nst.min_size": str(MIN_SIZE)})
+    check_onnx_model(model, styles=styles if styles > 1 else None)
     from .trt_lint import check_tensorrt_compatible
 
     check_tensorrt_compatible(model, label="the exported FP32 graph")
@@ -102,6 +109,8 @@ def export_onnx_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
 def _name_dynamic_dims(model: Any) -> None:
     """The exporter names the output dims with sympy expressions equal to the input dims; name both plainly."""
     for value in (*model.graph.input, *model.graph.output):
+        if value.name == STYLE_NAME:
+            continue  # [styles]: fixed
         dims = value.type.tensor_type.shape.dim
         for d, name in zip(dims, DYNAMIC_DIMS, strict=False):
             d.ClearField("dim_value")
@@ -115,7 +124,7 @@ def _set_metadata(model: Any, items: dict[str, str]) -> None:
         prop.key, prop.value = key, value
 
 
-def check_onnx_model(model: Any, *, expect_precision: str | None = None) -> None:
+def check_onnx_model(model: Any, *, expect_precision: str | None = None, styles: int | None = None) -> None:
     """Structural checks every nst ONNX graph must pass; :class:`ModelFileError` listing what is wrong.
 
     ``onnx.checker`` (full check, with shape inference), one uint8 input and output named per the contract,
@@ -129,7 +138,16 @@ def check_onnx_model(model: Any, *, expect_precision: str | None = None) -> None
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
-    for kind, values, name in (("input", model.graph.input, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
+    inputs = list(model.graph.input)
+    style = [v for v in inputs if v.name == STYLE_NAME]
+    if styles is None:
+        styles = style[0].type.tensor_type.shape.dim[0].dim_value if style else None
+    if styles is not None:
+        dims = [d.dim_value for d in style[0].type.tensor_type.shape.dim] if style else []
+        if not style or style[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or dims != [styles]:
+            problems.append(f"expected a float32 input {STYLE_NAME!r} of shape [{styles}] (the style weights)")
+        inputs = [v for v in inputs if v.name != STYLE_NAME]
+    for kind, values, name in (("input", inputs, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
         if len(values) != 1 or values[0].name != name:
             problems.append(f"expected one {kind} named {name!r}, found {[v.name for v in values]}")
             continue
@@ -235,14 +253,18 @@ def onnx_from_checkpoint(
     model = export_onnx_model(net, opset=opset)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
+    names = style_names_of(ckpt)
     try:
         save_model(model, tmp, final=out)
-        report = check_parity(tmp, torch_reference(net), precision="fp32", reference_name="pytorch-fp32",
-                              tolerance=tolerance, shapes=parity_shapes, label=str(out))
+        report = check_parity_styles(tmp, lambda weights: torch_reference(net) if weights is None
+                                     else torch_reference(net, weights), style_names=names,
+                                     style_input=STYLE_NAME, precision="fp32", reference_name="pytorch-fp32",
+                                     tolerance=tolerance, shapes=parity_shapes, label=str(out))
         log.info("FP32 parity: %s", report.summary())
         meta = onnx_sidecar(precision="fp32", opset=opset, artifact_sha256=file_sha256(tmp),
                             checkpoint_sha256=file_sha256(checkpoint), onnx_sha256=None,
-                            parity=report, architecture=ckpt.metadata.architecture)
+                            parity=report, architecture=ckpt.metadata.architecture,
+                            style=style_input_of(names), gflop_per_mpx=network_gflop_per_mpx(ckpt))
         return publish(tmp, out, meta)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -250,10 +272,32 @@ def onnx_from_checkpoint(
 
 
 def onnx_sidecar(*, precision: str, opset: int | None, artifact_sha256: str, checkpoint_sha256: str | None,
-                 onnx_sha256: str | None, parity: ParityReport, architecture: str | None) -> Sidecar:
+                 onnx_sha256: str | None, parity: ParityReport, architecture: str | None,
+                 style: StyleInput | None = None, gflop_per_mpx: float | None = None) -> Sidecar:
     return Sidecar(
         kind="onnx", precision=precision,  # type: ignore[arg-type]
         input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME), min_size=MIN_SIZE, opset=opset,
         artifact_sha256=artifact_sha256, checkpoint_sha256=checkpoint_sha256, onnx_sha256=onnx_sha256,
-        parity=parity.to_dict(), architecture=architecture, created_at=utc_now(),
+        parity=parity.to_dict(), architecture=architecture, created_at=utc_now(), style=style,
+        gflop_per_mpx=gflop_per_mpx,
     )
+
+
+def style_names_of(ckpt: Any) -> tuple[str, ...]:
+    """A multi-style checkpoint's style names (its metadata's, else the indices); empty for one style."""
+    styles = ckpt.shape.styles
+    if styles == 1:
+        return ()
+    names = tuple(str(n) for n in (ckpt.metadata.style_names or ()))
+    return names if len(names) == styles and len(set(names)) == styles else tuple(str(i) for i in range(styles))
+
+
+def style_input_of(names: Sequence[str]) -> StyleInput | None:
+    return StyleInput(name=STYLE_NAME, size=len(names), names=tuple(names)) if names else None
+
+
+def network_gflop_per_mpx(ckpt: Any) -> float:
+    """The checkpoint's network cost, GFLOP per megapixel (nst_train.model.gflop_per_megapixel), 1 decimal."""
+    from nst_train.model import gflop_per_megapixel
+
+    return round(gflop_per_megapixel(ckpt.shape), 1)

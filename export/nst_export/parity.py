@@ -190,10 +190,12 @@ class TorchReference:
     output (captured by a forward hook), which the gate checks for NaN and Inf.
     """
 
-    def __init__(self, net: Any) -> None:
+    def __init__(self, net: Any, style: np.ndarray | None = None) -> None:
         from .wrapper import DeployWrapper
 
         self.wrapper = DeployWrapper(net).eval().float().cpu()
+        #: a multi-style network's style weights (float32 [styles]); None for one style
+        self.style = style
         self._raw: np.ndarray | None = None
         self.wrapper.net.register_forward_hook(self._capture)
 
@@ -205,16 +207,66 @@ class TorchReference:
 
         self._raw = None
         with torch.inference_mode():
-            image = self.wrapper(torch.from_numpy(x)).numpy()
+            style = None if self.style is None else torch.from_numpy(np.asarray(self.style, np.float32))
+            image = self.wrapper(torch.from_numpy(x), style).numpy()
         return ReferenceOutput(image=image, raw=self._raw)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.run(x).image
 
 
-def torch_reference(net: Any) -> TorchReference:
-    """A reference running a TransformerNet through the deploy wrapper in FP32 on CPU (see :class:`TorchReference`)."""
-    return TorchReference(net)
+def torch_reference(net: Any, style: np.ndarray | None = None) -> TorchReference:
+    """A reference running a TransformerNet through the deploy wrapper in FP32 on CPU (see :class:`TorchReference`);
+    ``style``: a multi-style network's style weights."""
+    return TorchReference(net, style)
+
+
+def onnx_reference_with(onnx_path: str | os.PathLike[str], feeds: Mapping[str, np.ndarray]) -> Reference:
+    """:func:`onnx_reference` of a graph with inputs besides the image (a multi-style graph's style weights)."""
+    session = _cpu_session(onnx_path)
+    name = next(i.name for i in session.get_inputs() if i.name not in feeds)
+    return lambda x: session.run(None, {name: x, **feeds})[0]
+
+
+def style_checks(names: Sequence[str]) -> list[tuple[str, np.ndarray | None]]:
+    """The (label, style weights) a multi-style graph is gated at: its first style, its last, and an even blend
+    of the two; ``[("", None)]`` for a one-style graph (``names`` empty)."""
+    if not names:
+        return [("", None)]
+    eye = np.eye(len(names), dtype=np.float32)
+    checks: list[tuple[str, np.ndarray | None]] = [(names[0], eye[0])]
+    if len(names) > 1:
+        checks += [(names[-1], eye[-1]), (f"0.5 {names[0]} + 0.5 {names[-1]}", (eye[0] + eye[-1]) / np.float32(2))]
+    return checks
+
+
+def merge_reports(reports: Sequence[ParityReport], labels: Sequence[str]) -> ParityReport:
+    """One report over per-style gates: their images together (so the worst numbers show), the styles checked
+    named in the reference."""
+    if len(reports) == 1:
+        return reports[0]
+    return dataclasses.replace(
+        reports[0], reference=f"{reports[0].reference.split(', style ')[0]}; styles {', '.join(labels)}",
+        images=tuple(image for r in reports for image in r.images),
+        failures=tuple(f for r in reports for f in r.failures))
+
+
+def check_parity_styles(onnx_path: str | os.PathLike[str], reference_for: Callable[[np.ndarray | None], Reference],
+                        *, style_names: Sequence[str], style_input: str = "style", precision: str,
+                        reference_name: str, tolerance: ParityTolerance = DEFAULT_TOLERANCE,
+                        shapes: Sequence[tuple[int, int, int]] = DEFAULT_SHAPES, label: str | None = None
+                        ) -> ParityReport:
+    """:func:`check_parity` at every style of :func:`style_checks` (the first, the last, a blend), each against
+    ``reference_for(weights)``; one merged report. A one-style graph (``style_names`` empty) is checked once."""
+    reports, labels = [], []
+    for style, weights in style_checks(style_names):
+        suffix = f", style {style}" if style else ""
+        reports.append(check_parity(onnx_path, reference_for(weights), precision=precision,
+                                    reference_name=reference_name + suffix, tolerance=tolerance, shapes=shapes,
+                                    label=(label or os.fspath(onnx_path)) + (f" (style {style})" if style else ""),
+                                    feeds=None if weights is None else {style_input: weights}))
+        labels.append(style)
+    return merge_reports(reports, labels)
 
 
 def onnx_reference(onnx_path: str | os.PathLike[str]) -> Reference:

@@ -110,11 +110,12 @@ def _logger(trt: Any) -> Any:
 
 def profile_shapes(profile: ShapeProfile, meta: Sidecar) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) per network input: the image's (N, H, W, 3) from ``profile``; a multi-style network's
-    style weights, whose one shape is fixed by the sidecar (``[styles]``), with min = opt = max."""
+    style weights (``[styles]``) or an AdaIN network's statistics and alpha, whose one shape each the sidecar
+    fixes, with min = opt = max."""
     shapes: dict[str, tuple[tuple[int, ...], ...]] = {
         INPUT_NAME: ((*profile.min, 3), (*profile.opt, 3), (*profile.max, 3))}
-    if meta.style is not None:
-        shapes[meta.style.name] = ((meta.style.size,),) * 3
+    for name, shape in meta.extra_inputs.items():  # style weights, AdaIN statistics: one fixed shape each
+        shapes[name] = (shape,) * 3
     return shapes
 
 
@@ -248,7 +249,7 @@ def engine_from_onnx(
             # the engine itself is not run here; these are the numbers of the ONNX file it was built from
             parity={**onnx_meta.parity, "measured_on": f"source ONNX {onnx_path.name}"},
             build_time_s=round(build_time, 3), architecture=onnx_meta.architecture,
-            created_at=utc_now(), style=onnx_meta.style, gflop_per_mpx=onnx_meta.gflop_per_mpx,
+            created_at=utc_now(), style=onnx_meta.style, gflop_per_mpx=onnx_meta.gflop_per_mpx, adain=onnx_meta.adain,
             source=onnx_meta.source,
         )
         return publish(tmp, out, meta)

@@ -78,13 +78,25 @@ def _set_metadata(model: Any, items: dict[str, str]) -> None:
 
 def norm_layers(net: Any) -> list[tuple[str, Any]]:
     """The InstanceNorm layers of ``net`` in forward order, with their names (``in1``, ``res1.in1``, …)."""
-    names = ["in1", "in2", "in3"] + [f"res{i}.in{j}" for i in range(1, 6) for j in (1, 2)] + ["in4", "in5"]
+    blocks = _res_blocks(net)
+    names = ["in1", "in2", "in3"] + [f"res{i}.in{j}" for i in range(1, blocks + 1) for j in (1, 2)] + ["in4", "in5"]
     modules = dict(net.named_modules())
     return [(name, modules[name]) for name in names]
 
 
 #: each layer's resolution relative to the input (1, 2 or 4), in forward order
 LAYER_STRIDES = (1, 2, 4) + (4,) * 10 + (2, 1)
+
+
+def _res_blocks(net: Any) -> int:
+    """Residual blocks of ``net`` (every family of nst_train.registry; Johnson et al.'s has 5)."""
+    shape = getattr(net, "shape", None)
+    return int(shape.res_blocks) if shape is not None else 5
+
+
+def layer_strides(net: Any) -> tuple[int, ...]:
+    """Each norm layer's resolution relative to the input, in forward order (:data:`LAYER_STRIDES` for 5 blocks)."""
+    return (1, 2, 4) + (4,) * (2 * _res_blocks(net)) + (2, 1)
 
 
 def build_tiling_module(net: Any) -> Any:
@@ -94,6 +106,7 @@ def build_tiling_module(net: Any) -> Any:
     from torch import nn
 
     layers = norm_layers(net)
+    strides = layer_strides(net)
     channels = [m.num_features for _, m in layers]
     offsets = np.concatenate([[0], np.cumsum(channels)]).tolist()
 
@@ -115,7 +128,7 @@ def build_tiling_module(net: Any) -> Any:
             def norm(x: torch.Tensor) -> torch.Tensor:
                 nonlocal index
                 _, module = layers[index]
-                m = masks[LAYER_STRIDES[index]]
+                m = masks[strides[index]]
                 lo, hi = offsets[index], offsets[index + 1]
                 count = m.sum(dim=(2, 3))  # [N, 1]
                 # a tile that owns nothing at some resolution must report zeros, not NaN
@@ -141,7 +154,7 @@ def build_tiling_module(net: Any) -> Any:
             y = F.relu(norm(net.conv1(x)))
             y = F.relu(norm(net.conv2(y)))
             y = F.relu(norm(net.conv3(y)))
-            for block in (net.res1, net.res2, net.res3, net.res4, net.res5):
+            for block in (getattr(net, f"res{i}") for i in range(1, _res_blocks(net) + 1)):
                 y = res(block, y)
             y = F.relu(norm(net.deconv1(y)))
             y = F.relu(norm(net.deconv2(y)))
@@ -190,7 +203,7 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
         "nst.contract": "tiling graph: uint8 NHWC tile + mask + whole-image norm stats -> uint8 tile + moments",
         "nst.min_size": str(MIN_SIZE),
         "nst.tiling.channels": ",".join(str(m.num_features) for _, m in norm_layers(net)),
-        "nst.tiling.strides": ",".join(map(str, LAYER_STRIDES)),
+        "nst.tiling.strides": ",".join(map(str, layer_strides(net))),
         "nst.tiling.multiple": str(TILE_MULTIPLE),
     })
     try:
@@ -296,7 +309,7 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
 
 def _layer_index(net: Any) -> np.ndarray:
     """For each of the 1600 concatenated channels, the index of its layer (to broadcast ``tile_count``)."""
-    return np.repeat(np.arange(len(LAYER_STRIDES)), [m.num_features for _, m in norm_layers(net)])
+    return np.repeat(np.arange(len(layer_strides(net))), [m.num_features for _, m in norm_layers(net)])
 
 
 def tiling_path_for(onnx_path: str | os.PathLike[str]) -> Path:

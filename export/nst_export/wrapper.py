@@ -21,6 +21,8 @@ from torch import nn
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
+#: a multi-style network's second input: float32 [styles], the weights of its styles
+STYLE_NAME = "style"
 #: smallest height/width the graph accepts (the 9x9 reflection pad needs more than 4 pixels; the runtime
 #: pads anything smaller on the host)
 MIN_SIZE = 8
@@ -31,14 +33,15 @@ class DeployWrapper(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """``style``: a multi-style network's weights over its styles (float32 [styles])."""
         # cast first: TensorRT allows no layer but a Cast on a uint8 input (not even a Transpose)
         x = image.to(torch.float32).permute(0, 3, 1, 2)
         h, w = x.shape[2], x.shape[3]
         pad_h = (SIZE_MULTIPLE - h % SIZE_MULTIPLE) % SIZE_MULTIPLE
         pad_w = (SIZE_MULTIPLE - w % SIZE_MULTIPLE) % SIZE_MULTIPLE
         x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        y = self.net(x)[:, :, :h, :w]
+        y = (self.net(x) if style is None else self.net(x, style))[:, :, :h, :w]
         # transpose in float, and the uint8 cast last: a uint8 intermediate tensor is a parser error
         y = torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1)
         return y.to(torch.uint8)

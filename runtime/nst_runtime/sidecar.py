@@ -77,6 +77,29 @@ class StyleInput:
 
 
 @dataclass(frozen=True)
+class AdaINInputs:
+    """An arbitrary-style (AdaIN) graph's inputs besides the image: the style's relu4_1 mean and standard
+    deviation (float32 [channels] each, from the style graph ``style_graph`` beside it) and ``alpha`` (float32
+    [1], the content-style trade-off on features)."""
+
+    mean: str = "style_mean"
+    std: str = "style_std"
+    alpha: str = "alpha"
+    channels: int = 512
+    #: the file name of the style graph (style image -> mean, std), beside this artifact
+    style_graph: str = ""
+
+    def _problems(self) -> list[str]:
+        bad = [f"{k} {getattr(self, k)!r}, expected a non-empty string" for k in ("mean", "std", "alpha")
+               if not isinstance(getattr(self, k), str) or not getattr(self, k)]
+        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or not 1 <= self.channels <= 65536:
+            bad.append(f"channels {self.channels!r}, expected an integer 1..65536")
+        if not isinstance(self.style_graph, str) or "/" in self.style_graph or "\\" in self.style_graph:
+            bad.append(f"style_graph {self.style_graph!r}, expected a file name beside the artifact")
+        return bad
+
+
+@dataclass(frozen=True)
 class Sidecar:
     kind: ArtifactKind
     precision: Precision
@@ -109,6 +132,8 @@ class Sidecar:
     style: StyleInput | None = None
     #: the network's cost in GFLOP per megapixel of input (multiply-adds x 2), where the exporter measured it
     gflop_per_mpx: float | None = None
+    #: arbitrary-style (AdaIN) graphs: the style statistics and alpha inputs; None for other networks
+    adain: AdaINInputs | None = None
     nst_version: str = "0.1.0"
     created_at: str | None = None
     schema_version: int = SCHEMA_VERSION
@@ -133,6 +158,9 @@ class Sidecar:
                 kw[key] = TensorSpec(**spec)
         if isinstance(kw.get("profile"), dict):
             kw["profile"] = ShapeProfile(**{k: tuple(v) for k, v in kw["profile"].items()})
+        if isinstance(kw.get("adain"), dict):
+            kw["adain"] = AdaINInputs(**{k: v for k, v in kw["adain"].items()
+                                         if k in {f.name for f in dataclasses.fields(AdaINInputs)}})
         if isinstance(kw.get("style"), dict):
             style = {k: v for k, v in kw["style"].items() if k in {f.name for f in dataclasses.fields(StyleInput)}}
             if isinstance(style.get("names"), list):
@@ -187,14 +215,30 @@ class Sidecar:
             need(isinstance(self.style, StyleInput), f"style {self.style!r}, expected an object")
             problems = self.style._problems()
             need(not problems, f"style input: {'; '.join(problems)}")
+        if self.adain is not None:
+            need(isinstance(self.adain, AdaINInputs), f"adain {self.adain!r}, expected an object")
+            problems = self.adain._problems()
+            need(not problems, f"adain inputs: {'; '.join(problems)}")
         need(self.gflop_per_mpx is None or (isinstance(self.gflop_per_mpx, (int, float))
                                             and not isinstance(self.gflop_per_mpx, bool) and self.gflop_per_mpx > 0),
              f"gflop_per_mpx {self.gflop_per_mpx!r}, expected a positive number or null")
 
     @property
     def input_names(self) -> list[str]:
-        """The graph's inputs in order: the image, then the style input of a multi-style network."""
-        return [self.input.name] + ([self.style.name] if self.style is not None else [])
+        """The graph's inputs in order: the image, then a multi-style network's style input or an AdaIN graph's
+        style statistics and alpha."""
+        return [self.input.name, *self.extra_inputs]
+
+    @property
+    def extra_inputs(self) -> dict[str, tuple[int, ...]]:
+        """The inputs besides the image, each with its fixed shape (all float32)."""
+        extra: dict[str, tuple[int, ...]] = {}
+        if self.style is not None:
+            extra[self.style.name] = (self.style.size,)
+        if self.adain is not None:
+            extra.update({self.adain.mean: (self.adain.channels,), self.adain.std: (self.adain.channels,),
+                          self.adain.alpha: (1,)})
+        return extra
 
 
 def sidecar_path(artifact: str | os.PathLike[str]) -> Path:

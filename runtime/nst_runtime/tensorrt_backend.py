@@ -356,7 +356,7 @@ class EngineFromPath:
         if engine_profile != profile:
             logger.warning("%s: engine profile %s differs from the sidecar's %s; using the engine's",
                            path, engine_profile, profile)
-        extra = {meta.style.name: (meta.style.size,)} if meta.style is not None else {}
+        extra = dict(meta.extra_inputs)  # a multi-style engine's style weights, an AdaIN engine's statistics
         return LoadedEngine(trt, runtime, engine, self.device, meta.input.name, meta.output.name, engine_profile,
                             extra)
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from nst_runtime.errors import CheckpointError, NstError
+from nst_runtime.errors import CheckpointError, NstError, UsageError
 
 from .atomic import atomic_write
-from .model import ARCHITECTURE, TransformerNet
+from .model import ARCHITECTURE, NetShape, TransformerNet
 
 FORMAT = "nst-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +47,10 @@ class CheckpointMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     #: the weights the run started from (``--init``): path, sha256, their source
     init: dict[str, Any] | None = None
+    #: multi-style networks: one name per style, in the order of the style vector (the style files' stems)
+    style_names: list[str] = field(default_factory=list)
+    #: a distilled network: the teacher checkpoint (path, sha256, architecture)
+    teacher: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -63,8 +67,13 @@ class Checkpoint:
     metadata: CheckpointMetadata
     path: Path | None = None
 
+    @property
+    def shape(self) -> NetShape:
+        """The network's shape, from the recorded architecture (checked against the tensors at load)."""
+        return NetShape.from_architecture(self.metadata.architecture)
+
     def model(self, device: torch.device | str = "cpu") -> TransformerNet:
-        net = TransformerNet()
+        net = TransformerNet.from_shape(self.shape)
         net.load_state_dict(self.state_dict)
         return net.to(device).eval()
 
@@ -81,6 +90,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: TransformerNet | dict[s
                     metadata: CheckpointMetadata) -> Path:
     """Write atomically; ``.safetensors`` by suffix, otherwise a ``torch.save`` file."""
     path = Path(path)
+    if isinstance(model, TransformerNet) and metadata.architecture != model.architecture:
+        metadata = dataclasses.replace(metadata, architecture=model.architecture)
     state = model.state_dict() if isinstance(model, torch.nn.Module) else model
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     if path.suffix == ".safetensors":
@@ -100,9 +111,11 @@ def save_checkpoint(path: str | os.PathLike[str], model: TransformerNet | dict[s
     return path
 
 
-def _check_architecture(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _check_architecture(path: Path, state: dict[str, torch.Tensor],
+                        shape: NetShape | None = None) -> dict[str, torch.Tensor]:
     state = {k: v for k, v in state.items() if not _STALE_NORM_KEY.search(k)}
-    expected = TransformerNet().state_dict()
+    shape = shape or NetShape()
+    expected = TransformerNet.from_shape(shape).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -112,7 +125,7 @@ def _check_architecture(path: Path, state: dict[str, torch.Tensor]) -> dict[str,
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         raise CheckpointError(
-            f"{path}: not a TransformerNet ({ARCHITECTURE}) checkpoint: parameter names differ, "
+            f"{path}: not a TransformerNet ({shape.architecture}) checkpoint: parameter names differ, "
             f"{'; '.join(parts)}. Expected an nst checkpoint or a pytorch/examples fast_neural_style state dict."
         )
     for k, ref in expected.items():
@@ -201,11 +214,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                 raise CheckpointError(
                     f"{path}: checkpoint format version {obj.get('version')!r}; this nst reads {FORMAT_VERSION}."
                 )
-            if obj.get("architecture") != ARCHITECTURE:
-                raise CheckpointError(
-                    f"{path}: architecture {obj.get('architecture')!r}, this nst builds {ARCHITECTURE!r}."
-                )
+            _shape_of(path, obj.get("architecture"))  # refuses an architecture this nst does not build
             meta = obj.get("metadata") or {}
+            if isinstance(meta, dict):
+                meta = {**meta, "architecture": obj.get("architecture")}
             state = obj.get("state_dict")
             if not isinstance(state, dict):
                 raise CheckpointError(f"{path}: nst checkpoint without a state_dict.")
@@ -214,8 +226,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             meta = {"source": "pytorch/examples fast_neural_style (plain state dict)"}
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: the state dict holds entries that are not named tensors.")
-    state = _check_architecture(path, state)
-    return Checkpoint(state_dict=state, metadata=_metadata(path, meta), path=path)
+    if isinstance(meta, dict) and "architecture" not in meta:  # a plain state dict: its tensors tell the shape
+        meta = {**meta, "architecture": NetShape.from_state_dict(state).architecture}
+    metadata = _metadata(path, meta)
+    state = _check_architecture(path, state, _shape_of(path, metadata.architecture))
+    return Checkpoint(state_dict=state, metadata=metadata, path=path)
+
+
+def _shape_of(path: Path, architecture: Any) -> NetShape:
+    if isinstance(architecture, str) and architecture.startswith("adain/"):
+        raise CheckpointError(f"{path}: an AdaIN decoder checkpoint ({architecture}); it is read by "
+                              "nst_train.adain.load_adain_checkpoint (nst-export exports it).")
+    try:
+        return NetShape.from_architecture(architecture)
+    except (ValueError, UsageError) as exc:
+        raise CheckpointError(f"{path}: architecture {architecture!r}, which this nst does not build ({exc}).") from None
 
 
 def _metadata(path: Path, meta: Any) -> CheckpointMetadata:

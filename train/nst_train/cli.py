@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from nst_runtime.errors import UsageError
@@ -103,6 +104,33 @@ def _setup_logging(prog: str, *, verbose: int, quiet: bool) -> None:
     warnings.filterwarnings("ignore", message="VGG-1[69] loss network is RANDOMLY INITIALISED")
 
 
+class ManyValuesOption(click.Option):
+    """An option that takes every value up to the next option: ``--style a.jpg b.jpg c.jpg`` (and also
+    ``--style a.jpg --style b.jpg``); the command receives a tuple. nst-train has no positional arguments, so
+    nothing else can claim those values."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["multiple"] = True
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if option is None:
+                continue
+            take_one = option.process
+
+            def take_all(value: Any, state: Any, take_one: Any = take_one) -> None:
+                values = [value]
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    values.append(state.rargs.pop(0))
+                for v in values:
+                    take_one(v, state)
+
+            option.process = take_all
+
+
 def _style_size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | str | None:
     if value is None or value == "original":
         return value
@@ -136,8 +164,24 @@ def _set_threads(threads: int | None) -> None:
               help="the preset of objective, data pipeline and optimisation: nst (this project's), "
                    "pytorch-examples (pytorch/examples' train() exactly), johnson2016 (the paper, Caffe VGG-16); "
                    "every option below overrides its value")
-@click.option("--style", required=True, type=click.Path(path_type=Path),
-              help="the style image (any size; see --style-size)")
+@click.option("--style", "styles", cls=ManyValuesOption, type=click.Path(path_type=Path), metavar="IMAGE...",
+              help="the style image (any size; see --style-size); several (--style a.jpg b.jpg ...) train one "
+                   "multi-style network (conditional instance norm, one style per batch) that holds them all")
+@click.option("--style-names", metavar="n1,n2,...",
+              help="names of the styles, in order (default: the style files' stems); kept in the checkpoint and "
+                   "the exported sidecar (nst-stylize --style NAME)")
+@click.option("--arch", type=click.Choice(("johnson2016", "slim")), default="johnson2016", show_default=True,
+              help="network family: johnson2016 (trunk 128, 5 residual blocks, 308 GFLOP per megapixel) or slim "
+                   "(trunk 32, 25 GFLOP per megapixel); nst-train prints the cost of the network it builds")
+@click.option("--channels", type=click.IntRange(min=4), default=None, metavar="N",
+              help="trunk width (residual blocks' channels; a multiple of 4; default: the --arch preset's)")
+@click.option("--res-blocks", type=click.IntRange(0, 64), default=None, metavar="N",
+              help="residual blocks (default: the --arch preset's, 5)")
+@click.option("--teacher", type=click.Path(path_type=Path), default=None, metavar="CKPT",
+              help="distil this trained checkpoint: train the network (e.g. --arch slim) to reproduce its output "
+                   "(output loss + VGG feature and Gram losses against it); no --style needed")
+@click.option("--teacher-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="W",
+              help="--teacher: weight of the output term (MSE in 0..255 units)")
 @click.option("--content-dir", required=True, type=click.Path(path_type=Path),
               help="folder of content photos, searched recursively (jpg, png, webp, bmp, tiff); unreadable or "
                    "too small files are skipped and counted")
@@ -192,19 +236,26 @@ def _set_threads(threads: int | None) -> None:
               help="steps between preview images of fixed content crops (0: only at the end)")
 @no_progress_option
 @verbosity_options
-def train(recipe: str, style: Path, content_dir: Path, output: Path, resume: bool, init: Path | None,
+def train(recipe: str, styles: tuple[Path, ...], content_dir: Path, output: Path, resume: bool, init: Path | None,
           image_size: int, style_size: int | str | None,
           batch_size: int | None, lr: float | None, epochs: int | None, steps: int | None, seed: int | None,
           min_image_side: int | None, content_weight: float | None, style_weight: float | None,
           tv_weight: float | None, vgg_weights: str | None, device: str,
           amp: bool | None, channels_last: bool, compile_: bool, num_workers: int, threads: int | None,
           log_every: int, checkpoint_every: int, preview_every: int, no_progress: bool, quiet: bool,
-          verbose: int, overwrite: bool = False) -> int:
+          verbose: int, overwrite: bool = False, style_names: str | None = None, arch: str = "johnson2016",
+          channels: int | None = None, res_blocks: int | None = None, teacher: Path | None = None,
+          teacher_weight: float = 1.0) -> int:
     _setup_logging("nst-train", verbose=verbose, quiet=quiet)
     if epochs is not None and steps is not None:
         raise UsageError("--epochs and --steps both given: choose one (training length in passes or in steps).")
+    if not styles and teacher is None:
+        raise UsageError("--style IMAGE is required (several for a multi-style network), unless --teacher CKPT "
+                         "distils a trained network.")
+    names = tuple(n.strip() for n in style_names.split(",")) if style_names else ()
     check_training_outputs(output, resume=resume, overwrite=overwrite,
-                           inputs=[style, *([init] if init else []), *([Path(vgg_weights)] if vgg_weights else [])])
+                           inputs=[*styles, *([init] if init else []), *([teacher] if teacher else []),
+                                   *([Path(vgg_weights)] if vgg_weights else [])])
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .train import TrainConfig, TrainingInterrupted, run_dir_for
@@ -213,7 +264,9 @@ def train(recipe: str, style: Path, content_dir: Path, output: Path, resume: boo
     _set_threads(threads)
     config = TrainConfig(
         recipe=recipe, init=init,
-        style=style, content_dir=content_dir, out=output, image_size=image_size, style_size=style_size,
+        style=styles[0] if styles else None, styles=styles if len(styles) > 1 else (), style_names=names,
+        arch=arch, channels=channels, res_blocks=res_blocks, teacher=teacher, teacher_weight=teacher_weight,
+        content_dir=content_dir, out=output, image_size=image_size, style_size=style_size,
         batch_size=batch_size, lr=lr, epochs=epochs, steps=steps, seed=seed, device=device,
         vgg_weights=vgg_weights, content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
         resume=resume, log_every=log_every, checkpoint_every=checkpoint_every, preview_every=preview_every,

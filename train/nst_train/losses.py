@@ -94,10 +94,13 @@ class LossTerms:
     content: torch.Tensor
     style: torch.Tensor
     tv: torch.Tensor
+    #: distillation only: the weighted MSE between the student's and the teacher's output images
+    output: torch.Tensor | None = None
 
     @property
     def total(self) -> torch.Tensor:
-        return self.content + self.style + self.tv
+        total = self.content + self.style + self.tv
+        return total if self.output is None else total + self.output
 
 
 def perceptual_loss(
@@ -134,3 +137,34 @@ class PerceptualObjective:
         with torch.no_grad():
             target = self.vgg(x, (self.weights.content_layer,))[self.weights.content_layer]
         return perceptual_loss(out_feats, target, self.style_grams, y, self.weights)
+
+
+def output_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of two image batches in [0, 255] units (the distillation's output term)."""
+    return F.mse_loss(_compute_dtype(student), _compute_dtype(teacher))
+
+
+class DistillationObjective:
+    """Train a network to reproduce a trained one (``nst-train --teacher``): the teacher's output ``t`` for the
+    content batch is the target of everything, so no style image and no style weight is tuned again.
+
+    * output: ``output_weight`` x MSE(y, t) in [0, 255] units;
+    * content: ``weights.content`` x MSE of the VGG features at ``weights.content_layer`` of ``y`` and ``t``;
+    * style: ``weights.style`` x the Gram-matrix loss of ``y`` against ``t``'s Grams (per image);
+    * tv: as in training.
+    """
+
+    def __init__(self, vgg: torch.nn.Module, weights: LossWeights, output_weight: float) -> None:
+        self.vgg = vgg
+        self.weights = weights
+        self.layers = weights.layers
+        self.output_weight = output_weight
+
+    def __call__(self, y: torch.Tensor, t: torch.Tensor) -> LossTerms:
+        out_feats = self.vgg(y, self.layers)
+        with torch.no_grad():
+            target = self.vgg(t, self.layers)
+            grams = {k: gram_matrix(target[k]) for k in self.weights.style_layers}
+        terms = perceptual_loss(out_feats, target[self.weights.content_layer], grams, y, self.weights)
+        return LossTerms(content=terms.content, style=terms.style, tv=terms.tv,
+                         output=self.output_weight * output_loss(y, t))

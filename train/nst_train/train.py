@@ -17,6 +17,13 @@ checkpoint is written from a diverged network (the last good state stays).
 
 Under ``torchrun`` the same call trains with DistributedDataParallel; ``batch_size`` is per process and only
 rank 0 writes files.
+
+Network families (:mod:`nst_train.registry`): ``arch`` names the preset (``johnson2016``, ``slim``),
+``channels``/``res_blocks`` change its shape; the run logs the network's GFLOP per megapixel. Several style
+images (``styles``) train one network with conditional instance norm (Dumoulin et al. 2017), one style per
+batch (step ``k`` uses style ``k mod N``, so a resumed run continues the same sequence). ``teacher`` distils a
+trained checkpoint into this network (:class:`~nst_train.losses.DistillationObjective`): the teacher's output is
+the target, so no style image is needed.
 """
 
 from __future__ import annotations
@@ -55,9 +62,10 @@ from .data import (
 )
 from .distributed import DistContext, distributed_session, resolve_device
 from .imageio import load_image_tensor, save_image_tensor
-from .losses import LossWeights, PerceptualObjective
-from .model import TransformerNet
+from .losses import DistillationObjective, LossWeights, PerceptualObjective
+from .model import ARCHITECTURE, NetShape, TransformerNet
 from .recipes import TrainRecipe, TrainSettings, resolve_train_settings
+from .registry import describe, model_names, shape_for
 from .training_state import load_training_state, restore_rng_state, save_training_state
 from .vgg import load_vgg16
 
@@ -83,7 +91,8 @@ class TrainConfig:
     recipe's value, and ``settings`` overrides any other setting by name (``{"shuffle": False}``).
     """
 
-    style: Path
+    #: the style image (the first of ``styles`` for a multi-style run; None with ``teacher``)
+    style: Path | None
     content_dir: Path
     out: Path
     recipe: str = "nst"
@@ -125,12 +134,35 @@ class TrainConfig:
     #: where the state, loss log and previews go; None: ``<out without suffix>.run`` next to ``out``
     run_dir: Path | None = None
     progress: bool = True
+    #: the network family (nst_train.registry) and its shape (None: the preset's)
+    arch: str = "johnson2016"
+    channels: int | None = None
+    res_blocks: int | None = None
+    #: every style of a multi-style run, in order (``style`` is the first); empty: one style, ``style``
+    styles: tuple[Path, ...] = ()
+    #: names of the styles (default: the files' stems)
+    style_names: tuple[str, ...] = ()
+    #: distil this trained checkpoint: its output is the target (no style image needed)
+    teacher: Path | None = None
+    #: weight of the distillation's output term (MSE in [0, 255] units)
+    teacher_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("style", "content_dir", "out", "run_dir", "init"):
+        for name in ("style", "content_dir", "out", "run_dir", "init", "teacher"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "styles", tuple(Path(p) for p in self.styles))
+        object.__setattr__(self, "style_names", tuple(self.style_names))
+
+    @property
+    def style_paths(self) -> tuple[Path, ...]:
+        """Every style image of the run, in order (empty when distilling without one)."""
+        return self.styles or ((self.style,) if self.style is not None else ())
+
+    @property
+    def names_of_styles(self) -> tuple[str, ...]:
+        return self.style_names or tuple(p.stem for p in self.style_paths)
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -159,10 +191,12 @@ class StepRecord:
     content: float
     style: float
     tv: float
+    #: distillation: the output term
+    output: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.content + self.style + self.tv
+        return self.content + self.style + self.tv + self.output
 
 
 @dataclass(frozen=True)
@@ -218,7 +252,24 @@ def _validate(config: TrainConfig) -> None:
     for name in ("log_every", "checkpoint_every", "preview_every", "num_workers", "preview_count"):
         need(getattr(config, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}.")
     need(config.log_every >= 1, f"--log-every must be at least 1, got {config.log_every}.")
-    need(config.style.is_file(), f"{config.style}: style image not found. Pass --style PATH to an image file.")
+    need(config.arch in model_names() and config.arch != "adain",
+         f"--arch {config.arch}: expected one of {', '.join(n for n in model_names() if n != 'adain')} "
+         "(AdaIN trains with nst_train.adain: nst-train --arch adain).")
+    need(bool(config.style_paths) or config.teacher is not None,
+         "--style: give the style image (or several, for one multi-style network), or --teacher CHECKPOINT.")
+    for path in config.style_paths:
+        need(path.is_file(), f"{path}: style image not found. Pass --style PATH to an image file.")
+    names = config.names_of_styles
+    need(len(set(names)) == len(names), f"the style names {list(names)} repeat (files with the same stem?). Fix: "
+         "--style-names n1,n2,... with one distinct name per style.")
+    need(not config.style_names or len(config.style_names) == len(config.style_paths),
+         f"--style-names gives {len(config.style_names)} names for {len(config.style_paths)} style images.")
+    need(config.teacher is None or config.teacher.is_file(),
+         f"--teacher {config.teacher}: no such checkpoint file.")
+    need(config.teacher is None or not config.style_paths,
+         "--teacher distils the teacher's styles: its output is the target. Drop --style (or train without "
+         "--teacher).")
+    need(config.teacher_weight >= 0, f"--teacher-weight {config.teacher_weight}: expected >= 0.")
     need(config.out.suffix in (".pth", ".pt", ".safetensors"),
          f"--out {config.out}: expected a .pth or .safetensors file name.")
     need(config.init is None or config.init.is_file(),
@@ -255,8 +306,8 @@ def amp_policy(device: torch.device, amp: bool | None) -> AmpPolicy:
     return AmpPolicy(True, torch.float16, True)
 
 
-def _fingerprint(config: TrainConfig, settings: TrainSettings, style_sha: str, paths: tuple[Path, ...],
-                 ctx: DistContext) -> dict[str, Any]:
+def _fingerprint(config: TrainConfig, settings: TrainSettings, style_sha: str | None, paths: tuple[Path, ...],
+                 ctx: DistContext, architecture: str = ARCHITECTURE) -> dict[str, Any]:
     """What a resumed run must share with the run it continues (else the data order or losses differ): every
     setting except the run's length, which may grow."""
     listing = hashlib.sha256("\n".join(str(p.relative_to(config.content_dir)) for p in paths).encode()).hexdigest()
@@ -264,6 +315,8 @@ def _fingerprint(config: TrainConfig, settings: TrainSettings, style_sha: str, p
     return {
         **json.loads(json.dumps(fixed)),
         "style_sha256": style_sha,
+        **({"architecture": architecture} if architecture != ARCHITECTURE else {}),
+        **({"teacher": str(config.teacher)} if config.teacher is not None else {}),
         "world_size": ctx.world_size,
         "content_images": len(paths),
         "content_listing_sha256": listing,
@@ -317,9 +370,10 @@ def _truncate_log(path: Path, step: int) -> None:
         f.write("".join(line + "\n" for line in kept))
 
 
-def _preview_grid(model: TransformerNet, images: torch.Tensor, autocast: Callable[[], Any]) -> torch.Tensor:
+def _preview_grid(model: TransformerNet, images: torch.Tensor, autocast: Callable[[], Any],
+                  style: torch.Tensor | None = None) -> torch.Tensor:
     with torch.no_grad(), autocast():
-        out = model(images).float().clamp(0, 255)
+        out = (model(images) if style is None else model(images, style)).float().clamp(0, 255)
     top = torch.cat(list(images.float()), dim=2)
     bottom = torch.cat(list(out), dim=2)
     return torch.cat([top, bottom], dim=1)
@@ -347,15 +401,30 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
     random.seed(settings.seed)
     np.random.seed(settings.seed % 2**32)
     torch.manual_seed(settings.seed)
+    teacher_ckpt = load_checkpoint(config.teacher) if config.teacher is not None else None
+    styles = teacher_ckpt.shape.styles if teacher_ckpt is not None else max(1, len(config.style_paths))
     # the TransformerNet is the first thing drawn from the seeded generator, as in pytorch/examples' train(),
     # so a seed gives the same initial weights there and here
-    model = TransformerNet()
+    shape = shape_for(config.arch, channels=config.channels, res_blocks=config.res_blocks, styles=styles)
+    model = TransformerNet() if shape == NetShape() else TransformerNet.from_shape(shape)
+    if ctx.is_main:
+        log.info("network %s", describe(model.shape))
     init_info: dict[str, Any] | None = None
     if config.init is not None:
         init_ckpt = load_checkpoint(config.init)  # CheckpointError names the file; non-finite weights refused
+        if init_ckpt.shape.architecture != model.architecture:
+            raise CheckpointError(f"--init {config.init}: its network is {init_ckpt.metadata.architecture}, this "
+                                  f"run builds {model.architecture}. Fix: --arch/--channels/--res-blocks as it was "
+                                  "trained (the same number of styles), or drop --init.")
         model.load_state_dict(init_ckpt.state_dict)
         init_info = {"path": str(config.init), "sha256": file_sha256(config.init),
                      "source": init_ckpt.metadata.source, "recipe": init_ckpt.metadata.recipe}
+    teacher: TransformerNet | None = teacher_ckpt.model(device) if teacher_ckpt is not None else None
+    style_names = (tuple(str(n) for n in teacher_ckpt.metadata.style_names) if teacher_ckpt is not None
+                   else config.names_of_styles)
+    if teacher is not None:
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     run_dir = config.run_dir or run_dir_for(config.out)
     state_path = run_dir / "state.pth"
     loss_log = run_dir / "loss.jsonl"
@@ -399,13 +468,24 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     amp = amp_policy(device, settings.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.scaler)
-    style_sha = file_sha256(config.style)
-    fingerprint = _fingerprint(config, settings, style_sha, report.usable, ctx)
+    style_shas = [file_sha256(p) for p in config.style_paths]
+    style_sha = (style_shas[0] if len(style_shas) == 1 else
+                 hashlib.sha256("".join(style_shas).encode()).hexdigest() if style_shas else None)
+    fingerprint = _fingerprint(config, settings, style_sha, report.usable, ctx, model.architecture)
     run_record = {"recipe": recipe.name, "recipe_summary": recipe.summary, "settings": settings.to_dict(),
                   "overrides": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in config.overrides.items()},
                   "init": init_info, "amp": amp.describe(), "device": str(device), "world_size": ctx.world_size,
                   "style": str(config.style), "style_sha256": style_sha, "content_dir": str(config.content_dir),
-                  "content_images": len(report.usable)}
+                  "content_images": len(report.usable), "architecture": model.architecture,
+                  "network": describe(model.shape),
+                  **({"styles": [str(p) for p in config.style_paths], "style_names": list(style_names)}
+                     if styles > 1 else {}),
+                  **({"teacher": {"path": str(config.teacher), "sha256": file_sha256(config.teacher),
+                                  "architecture": teacher_ckpt.metadata.architecture,
+                                  "output_weight": config.teacher_weight,
+                                  "loss_terms": "content/style: VGG features and Grams of the teacher's output; "
+                                                "output: MSE to the teacher's output"}}
+                     if teacher_ckpt is not None else {})}
     if main:
         log.info("recipe %s (%s); overrides: %s", recipe.name, recipe.summary,
                  json.dumps(run_record["overrides"]) if config.overrides else "none")
@@ -459,12 +539,21 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
     def autocast() -> Any:
         return torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled)
 
-    # Gram targets: once, from the style image as the recipe sizes it
-    style_img = load_image_tensor(config.style, size=settings.effective_style_size, fit=settings.style_resize,
-                                  exif_orientation=settings.exif_orientation, to_float=settings.to_float,
-                                  device=device)
-    with autocast():
-        objective = PerceptualObjective(vgg, settings.loss_weights, style_img.contiguous(memory_format=memory_format))
+    # Gram targets: once per style image, as the recipe sizes it (distillation: the teacher's output instead)
+    objectives: list[Any] = []
+    for path in config.style_paths:
+        style_img = load_image_tensor(path, size=settings.effective_style_size, fit=settings.style_resize,
+                                      exif_orientation=settings.exif_orientation, to_float=settings.to_float,
+                                      device=device)
+        with autocast():
+            objectives.append(PerceptualObjective(vgg, settings.loss_weights,
+                                                  style_img.contiguous(memory_format=memory_format)))
+    distill = DistillationObjective(vgg, settings.loss_weights, config.teacher_weight) if teacher is not None else None
+    onehots = torch.eye(styles, device=device) if styles > 1 else None
+
+    def style_at(k: int) -> torch.Tensor | None:
+        """The style of step k (0-based): one style per batch, in turn."""
+        return None if onehots is None else onehots[k % styles]
 
     previews = None
     if main and config.preview_count:
@@ -498,7 +587,7 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
 
     def save_preview() -> None:
         if previews is not None:
-            grid = _preview_grid(raw_model, previews.contiguous(memory_format=memory_format), autocast)
+            grid = _preview_grid(raw_model, previews.contiguous(memory_format=memory_format), autocast, style_at(0))
             save_image_tensor(grid, run_dir / "previews" / f"step_{step:07d}.jpg")
 
     if main:
@@ -512,7 +601,7 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (config.progress and main))
     # float64 sums keep long logging windows exact; MPS has no float64
-    window = torch.zeros(3, device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
+    window = torch.zeros(4, device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
     window_steps = 0
     window_start = time.perf_counter()
     final_losses: dict[str, float] = {}
@@ -528,9 +617,15 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
                     decode_failures += failures
                     x = images_to_float(images.to(device, non_blocking=True), settings.to_float)
                     x = x.contiguous(memory_format=memory_format)
+                    style_vec = style_at(step)
                     with autocast():
-                        y = forward(x)
-                        terms = objective(y, x)
+                        y = forward(x) if style_vec is None else forward(x, style_vec)
+                        if distill is not None and teacher is not None:
+                            with torch.no_grad():
+                                t = teacher(x) if style_vec is None else teacher(x, style_vec)
+                            terms = distill(y, t.float())
+                        else:
+                            terms = objectives[step % len(objectives)](y, x)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(terms.total).backward()
                     scaler.step(optimizer)
@@ -538,12 +633,13 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
                     step += 1
                     batch_in_epoch += 1
                     bar.update(1)
-                    losses = torch.stack([terms.content, terms.style, terms.tv]).detach().to(window.dtype)
+                    output_term = terms.output if terms.output is not None else terms.tv.new_zeros(())
+                    losses = torch.stack([terms.content, terms.style, terms.tv, output_term]).detach().to(window.dtype)
                     window += losses
                     window_steps += 1
                     if callback is not None:
-                        c, s, t = losses.tolist()
-                        callback(StepRecord(step=step, epoch=epoch, content=c, style=s, tv=t))
+                        c, s, t, o = losses.tolist()
+                        callback(StepRecord(step=step, epoch=epoch, content=c, style=s, tv=t, output=o))
                     if step % config.log_every == 0 or step == total_steps:
                         mean = window / window_steps
                         if ctx.is_distributed:
@@ -551,10 +647,11 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
 
                             dist.all_reduce(mean)
                             mean /= ctx.world_size
-                        c, s, t = mean.tolist()
+                        c, s, t, o = mean.tolist()
                         now = time.perf_counter()
                         ips = window_steps * settings.batch_size * ctx.world_size / max(now - window_start, 1e-9)
-                        final_losses = {"content": c, "style": s, "tv": t, "total": c + s + t}
+                        final_losses = {"content": c, "style": s, "tv": t, **({"output": o} if distill else {}),
+                                        "total": c + s + t + o}
                         # with a grad scaler an overflowing fp16 step is skipped, not applied: only the
                         # weights tell whether the run diverged
                         if not amp.scaler and not all(math.isfinite(v) for v in final_losses.values()):
@@ -593,6 +690,9 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
     if main:
         save_preview()
         metadata = CheckpointMetadata(
+            architecture=raw_model.architecture,
+            style_names=list(style_names) if styles > 1 else [],
+            teacher=run_record.get("teacher"),
             style_image_sha256=style_sha,
             loss_weights=json.loads(json.dumps(dataclasses.asdict(settings.loss_weights))),
             image_size=settings.image_size,
