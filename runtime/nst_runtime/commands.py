@@ -29,12 +29,13 @@ COMMANDS: dict[str, str] = {
     "bench": "nst_bench.cli:bench",
     "info": "nst_runtime.cli:info",
     "serve": "nst_serve.cli:serve",
+    "models": "nst_runtime.models.cli:models",
 }
 
 #: subcommand name -> the pip extra its stage needs, named when its module cannot be imported (optional: without
 #: an entry the message names the extra of the missing package)
 EXTRAS: dict[str, str] = {"train": "train", "gatys": "train", "export": "export", "stylize": "runtime", "info": "runtime",
-                          "bench": "bench", "serve": "serve"}
+                          "bench": "bench", "serve": "serve", "models": "runtime"}
 
 
 def load_command(name: str) -> click.Command:
@@ -80,7 +81,8 @@ class LazyGroup(click.Group):
 
 @click.group("nst", cls=LazyGroup, context_settings=dict(CONTEXT_SETTINGS), no_args_is_help=True,
              epilog="Each command is also a script of its own: nst-train, nst-gatys, nst-export, nst-stylize, "
-                    "nst-bench, nst-serve, nst-info. 'nst COMMAND --help' shows a command's options, examples and "
+                    "nst-bench, nst-serve, nst-info, nst-models. 'nst COMMAND --help' shows a command's options, "
+                    "examples and "
                     "exit codes.")
 @click.version_option(package_name="nst", prog_name="nst")
 def nst() -> None:
@@ -131,6 +133,10 @@ def nst_info_script() -> NoReturn:
 
 def nst_serve_script() -> NoReturn:
     sys.exit(_script("serve", "nst-serve"))
+
+
+def nst_models_script() -> NoReturn:
+    sys.exit(_script("models", "nst-models"))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ EXIT_CODES: dict[int, str] = {
     3: "a checkpoint, ONNX file or engine that cannot be used: unreadable, damaged, another kind",
     4: "an image or video that cannot be read (ImageError)",
     5: "the parity gate failed: the exported file differs from PyTorch and is not written",
-    6: "a backend, GPU or nst stage that is not installed here; the message names what to install",
+    6: "a backend, GPU, nst stage or model download that is not available here; the message names what to install",
     7: "the VGG loss-network weights are not available",
     8: "some inputs of a batch failed; the others were written (BatchError)",
     9: "an output that cannot be written (no permission, disk full); the previous file is kept",
@@ -82,6 +82,13 @@ class WeightsUnavailableError(NstError):
     """Loss-network weights that could not be found or downloaded."""
 
     exit_code = 7
+
+
+class DownloadError(NstError):
+    """A catalogue model that could not be downloaded: a network error, a stalled server, a truncated transfer
+    (``nst-models pull``). The message names the URL and how to add the file by hand (``nst-models add``)."""
+
+    exit_code = 6
 
 
 class ImageTooLargeError(ImageError):

