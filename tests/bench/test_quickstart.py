@@ -11,7 +11,9 @@ from nst_bench.quickstart import QuickstartConfig, run_quickstart
 @pytest.mark.slow
 def test_quickstart_runs_every_stage(tmp_path, capsys):
     cfg = QuickstartConfig(out=tmp_path / "demo", image_size=32, samples=2, steps=2, batch_size=2,
-                           vgg_weights="random", bench_sizes=((32, 32),))
+                           vgg_weights="random", bench_sizes=((32, 32),),
+                           # the real-style stage into a cache of its own, without downloads (tests/models too)
+                           nst_home=tmp_path / "nst-home", pull_urls=False)
     res = run_quickstart(cfg)
     assert len(res.content) == 2 and res.style is not None and res.style.is_file()
     assert res.checkpoint is not None and res.checkpoint.is_file()
