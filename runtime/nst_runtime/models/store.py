@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import importlib
 import json
 import logging
 import os
@@ -219,9 +218,24 @@ def model_argument(spec: str, *, pull: bool = False, home: str | os.PathLike[str
 
 
 # ------------------------------------------------------------------------------------------------ pulling
+#: what the export stage's foreign import loads (nst_export.onnx_export imports torch for its writer helpers)
+_EXPORT_MODULES = ("onnx", "onnxruntime", "torch")
+
+
 def _export_stage(what: str) -> Any:
-    """``nst_export.foreign``, or one line: pulling imports with the export stage."""
+    """``nst_export.foreign``, or one line before any work: pulling imports with the export stage."""
+    import importlib.util
+
+    def missing(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):
+            return True
+
+    absent = [m for m in _EXPORT_MODULES if missing(m)]
     try:
+        if absent:
+            raise ModuleNotFoundError(absent[0], name=absent[0])
         return importlib.import_module("nst_export.foreign")
     except ModuleNotFoundError as exc:
         raise BackendUnavailableError(
