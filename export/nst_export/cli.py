@@ -314,6 +314,7 @@ def planned_outputs(options: ExportOptions) -> list[Path]:
     names = [f"{name}.onnx"] + ([f"{name}.fp16.onnx"] if options.fp16 else [])
     names += [f"{name}.int8.onnx"] if options.int8 else []
     names += [f"{name}.tiling.onnx"] if options.tiling_graph else []
+    names += [f"{name}.style.onnx"]  # an AdaIN checkpoint's style graph
     names += [] if options.onnx_only else [f"{name}.{'fp16' if options.fp16 else 'fp32'}.engine"]
     files = [options.out_dir / n for n in names]
     return [p for f in files for p in (f, sidecar_path(f))]
@@ -408,8 +409,11 @@ def run(args: ExportOptions) -> list[Path]:
         validate_profile(profile)  # fail on bad shapes before minutes of export, not after
     name = args.name or args.checkpoint.stem
     out_dir: Path = args.out_dir
+    from nst_train.adain import is_adain_checkpoint
     from nst_train.checkpoint import load_checkpoint
 
+    if is_adain_checkpoint(args.checkpoint):
+        return run_adain(args, tolerance=tolerance)
     styles = load_checkpoint(args.checkpoint).shape.styles
     if styles > 1 and args.int8:
         raise UsageError(f"--int8: {args.checkpoint} is a multi-style network ({styles} styles); its INT8 "
@@ -485,6 +489,37 @@ def run(args: ExportOptions) -> list[Path]:
         t0 = begin(f"Triton repository {args.triton_repo}")
         config = triton_repo_from_artifact(artifact, args.triton_repo, name=name)
         done(t0, config)
+    return written
+
+
+def run_adain(args: ExportOptions, *, tolerance: Any) -> list[Path]:
+    """An AdaIN checkpoint: the stylize graph (FP32, FP16) and the style graph (nst_export.adain_export), then the
+    engine of the stylize graph where TensorRT is here."""
+    from .adain_export import adain_onnx_from_checkpoint
+    from .tensorrt_engine import engine_from_onnx
+
+    refused = [flag for flag, on in (("--int8", args.int8), ("--triton-repo", args.triton_repo)) if on]
+    if refused:
+        raise UsageError(f"{', '.join(refused)}: not implemented for an AdaIN (arbitrary-style) checkpoint. Fix: "
+                         "export it without them.")
+    name = args.name or args.checkpoint.stem
+    log.info("[1/%d] AdaIN: stylize graph + style graph from %s", 1 if args.onnx_only else 2, args.checkpoint)
+    written = adain_onnx_from_checkpoint(args.checkpoint, args.out_dir / f"{name}.onnx", opset=args.opset,
+                                         fp16_out=args.out_dir / f"{name}.fp16.onnx" if args.fp16 else None,
+                                         tolerance=tolerance)
+    if not args.onnx_only:
+        precision = "fp16" if args.fp16 else "fp32"
+        deploy = written[-1]
+        try:
+            written.append(engine_from_onnx(
+                deploy, args.out_dir / f"{name}.{precision}.engine", profile=args.profile,
+                timing_cache=args.timing_cache, optimization_level=args.builder_opt_level,
+                version_compatible=args.version_compatible, exclude_lean_runtime=args.exclude_lean_runtime,
+                workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None))
+        except BackendUnavailableError as exc:
+            files = ", ".join(str(p) for p in written)
+            raise BackendUnavailableError(f"stopped at the engine step: {exc} The ONNX files were written and "
+                                          f"passed their checks: {files}.") from exc
     return written
 
 

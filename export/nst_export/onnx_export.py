@@ -140,13 +140,16 @@ def check_onnx_model(model: Any, *, expect_precision: str | None = None, styles:
         problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
     inputs = list(model.graph.input)
     style = [v for v in inputs if v.name == STYLE_NAME]
-    if styles is None:
-        styles = style[0].type.tensor_type.shape.dim[0].dim_value if style else None
     if styles is not None:
         dims = [d.dim_value for d in style[0].type.tensor_type.shape.dim] if style else []
-        if not style or style[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or dims != [styles]:
+        if not style or dims != [styles]:
             problems.append(f"expected a float32 input {STYLE_NAME!r} of shape [{styles}] (the style weights)")
-        inputs = [v for v in inputs if v.name != STYLE_NAME]
+    # inputs besides the image (style weights; AdaIN's style statistics and alpha): float32 of a fixed shape
+    for extra in (v for v in inputs if v.name != INPUT_NAME):
+        tensor = extra.type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.FLOAT or not all(d.HasField("dim_value") for d in tensor.shape.dim):
+            problems.append(f"input {extra.name!r}: expected float32 of a fixed shape besides the uint8 image")
+    inputs = [v for v in inputs if v.name == INPUT_NAME] or inputs
     for kind, values, name in (("input", inputs, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
         if len(values) != 1 or values[0].name != name:
             problems.append(f"expected one {kind} named {name!r}, found {[v.name for v in values]}")

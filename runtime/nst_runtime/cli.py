@@ -36,6 +36,7 @@ from .options import (
     run_command,
     setup_logging,
     step_options,
+    style_image_option,
     style_option,
     threads_option,
     verbosity_options,
@@ -92,12 +93,14 @@ class RunExtras:
     allow_engine_host_code: bool = False
     #: --cudnn-conv-algo-search: ONNX Runtime CUDA provider's convolution algorithm search
     cudnn_conv_algo_search: str = "HEURISTIC"
-    #: --style: which style of a multi-style model (a name, an index or "I:W,J:W")
-    style: str | None = None
     #: --memory-limit in bytes (None: the library's default budget, half the available memory)
     memory_limit: int | None = None
     #: --tile-mode: "fast" or "exact" whole-image statistics for tiled images
     tile_mode: str = "fast"
+    #: --style: which style of a multi-style model (a name, an index or "I:W,J:W"); --style-image: the style
+    #: image(s) of an AdaIN model (then ``style_is_image``)
+    style: str | None = None
+    style_is_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class Job:
                      "(60%); larger images run in tiles (default: half the memory available)")
 @positive_int("--batch-size", 1, "video frames per network call")
 @style_option
+@style_image_option
 @step_options
 @click.option("--steady", is_flag=True,
               help="video: steady mode, each frame blended with the previous result along the optical flow "
@@ -194,8 +198,12 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             codec: str | None = None, ray_address: str | None = None, allow_engine_host_code: bool = False,
             cudnn_conv_algo_search: str = "HEURISTIC", tile_mode: str = "fast",
             memory_limit: int | None = None, style: str | None = None, pull: bool = False, sheet: bool = False,
-            cell_size: int = 320, columns: int | None = None, work_size: int | None = None) -> int:
+            cell_size: int = 320, columns: int | None = None, work_size: int | None = None,
+            style_image: str | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)
+    if style_image is not None and style is not None:
+        raise UsageError("--style chooses a style of a multi-style model, --style-image gives an AdaIN model its "
+                         "style image: give one.")
     if sheet:
         return _run_sheet((model, *inputs), output, pull=pull, device=device, backend=backend, providers=providers,
                           verify=not no_verify, threads=threads, steps=steps or {}, style=style, cell_size=cell_size,
@@ -213,7 +221,9 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
                                  steady_weight=steady_weight if steady else None, ray_address=ray_address,
                                  allow_engine_host_code=allow_engine_host_code,
                                  cudnn_conv_algo_search=cudnn_conv_algo_search.upper(),
-                                 memory_limit=memory_limit, tile_mode=tile_mode, style=style))
+                                 memory_limit=memory_limit, tile_mode=tile_mode,
+                                 style=style_image if style_image is not None else style,
+                                 style_is_image=style_image is not None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -301,7 +311,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     if job_list[0].exact is None:
         ensure_writable_folder(output)
     provider_list = [p.strip() for p in providers.split(",")] if providers else None
-    _check_style(model, extras.style)
+    _check_style(model, extras.style, is_image=extras.style_is_image)
     if extras.ray_address is not None:
         return _run_on_ray(extras.ray_address, model=model, job_list=job_list, output=output, device=device,
                            threads=threads, quiet=quiet, progress=progress, format_=format_, quality=quality,
@@ -395,9 +405,10 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     return 0
 
 
-def _check_style(model: Path, style: str | None) -> None:
+def _check_style(model: Path, style: str | None, *, is_image: bool = False) -> None:
     """Before any work: a multi-style model needs --style (one line listing its styles), an unknown style is
-    refused, and --style on a one-style model is refused. A sidecar that cannot be read is left to the open."""
+    refused, and --style on a one-style model is refused; an AdaIN model needs --style-image (files that exist),
+    which no other model takes. A sidecar that cannot be read is left to the open."""
     import contextlib
 
     from .errors import ModelFileError
@@ -409,6 +420,17 @@ def _check_style(model: Path, style: str | None) -> None:
         meta = read_sidecar(model)
     if meta is None:
         return
+    if meta.adain is not None:
+        if style is None or not is_image:
+            raise UsageError(f"{model} is an arbitrary-style (AdaIN) model: give its style with --style-image "
+                             "painting.jpg (any painting or photo), or a blend --style-image a.jpg:0.7,b.jpg:0.3.")
+        from .adain import parse_style_images
+
+        parse_style_images(style)  # missing files and bad weights: one line, before any work
+        return
+    if is_image:
+        raise UsageError(f"--style-image {style}: {model} is not an arbitrary-style (AdaIN) model; its styles are "
+                         "fixed by training (--style NAME chooses one of a multi-style model's).")
     if meta.style is None:
         if style is not None:
             raise UsageError(f"--style {style}: {model} holds one style; --style chooses among the styles of a "

@@ -301,6 +301,15 @@ def style_option(f: F) -> F:
     return click.option("--style", metavar="NAME|INDEX|I:W,...", help=STYLE_HELP)(f)
 
 
+def style_image_option(f: F) -> F:
+    """``--style-image IMAGE|"a.jpg:0.7,b.jpg:0.3"``: the style of an arbitrary-style (AdaIN) model: any painting
+    or photo, at its own resolution (``style=`` of :meth:`nst_runtime.Stylizer.open`)."""
+    return click.option("--style-image", metavar="IMAGE|A:W,B:W",
+                        help="arbitrary-style (AdaIN) models: the style image (any painting or photo, any size), or "
+                             "a blend \"a.jpg:0.7,b.jpg:0.3\"; --strength is then AdaIN's alpha on features (1 the "
+                             "full style, 0 the content)")(f)
+
+
 def use_only_gpu(index: int) -> None:
     """Make GPU ``index`` (counted among the visible ones) the only visible GPU, so that TensorRT, torch and the
     sidecar's GPU name all see it as device 0. Must run before CUDA is initialised in this process."""

@@ -386,10 +386,19 @@ class Stylizer:
         per_image = max(h, self.min_size) * max(w, self.min_size)
         return max(1, min(batch_size, self._call_cost().pixels_within(budget) // per_image))
 
-    def style_feeds(self, style: StyleSpec | None = None) -> dict[str, np.ndarray] | None:
+    def style_feeds(self, style: StyleSpec | None = None, *, strength: float = 1.0
+                    ) -> dict[str, np.ndarray] | None:
         """The graph inputs besides the image for ``style`` (default: :attr:`style`): ``{name: weights}`` for a
-        multi-style network, None for a one-style one. :class:`UsageError` listing the styles when a
+        multi-style network, the style images' statistics and ``strength`` as alpha for an AdaIN network
+        (:mod:`nst_runtime.adain`), None for a one-style one. :class:`UsageError` listing the styles when a
         multi-style network gets no style, or an unknown one."""
+        if self.sidecar.adain is not None:
+            style = self.style if style is None else style
+            if style is None:
+                raise UsageError(f"{self.path} is an arbitrary-style (AdaIN) network: give the style image with "
+                                 "--style-image painting.jpg (Python: style=\"painting.jpg\"), or a blend "
+                                 "a.jpg:0.7,b.jpg:0.3.")
+            return self._style_statistics().feeds(style, self.sidecar.adain, strength)
         spec = self.sidecar.style
         if spec is None:
             if style is not None:
@@ -400,6 +409,21 @@ class Stylizer:
         if style is None:
             raise UsageError(missing_style_message(spec, str(self.path)))
         return {spec.name: style_weights(style, spec, what=str(self.path))}
+
+    def _style_statistics(self) -> Any:
+        """The AdaIN style graph beside the model (opened on first use, on ONNX Runtime's CPU provider)."""
+        with self._tiling_lock:
+            if getattr(self, "_adain_styles", None) is None:
+                from .adain import StyleStatistics
+
+                spec = self.sidecar.adain
+                path = self.path.with_name(spec.style_graph) if spec is not None else self.path
+                if not spec or not path.is_file():
+                    raise ModelFileError(f"{self.path}: its style graph {path.name} is not beside it; an AdaIN "
+                                         "model is two files (NAME.onnx and NAME.style.onnx, with sidecars). "
+                                         "Fix: copy both, or re-export with nst-export.")
+                self._adain_styles = StyleStatistics(path, min_size=16)
+            return self._adain_styles
 
     def _infer_same_size(self, rgbs: Sequence[np.ndarray],
                          feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
@@ -417,9 +441,12 @@ class Stylizer:
         NHWC RGB of the input's size (NCHW, float output, resizing) is refused here in one line naming the file,
         instead of failing on every image with the backend's own words."""
         try:
-            spec = self.sidecar.style
-            self._infer_same_size([np.zeros((1, 1, 3), np.uint8)],
-                                  None if spec is None else self.style_feeds(self.style if self.style is not None else 0))
+            spec, adain = self.sidecar.style, self.sidecar.adain
+            feeds = (None if spec is None else self.style_feeds(self.style if self.style is not None else 0))
+            if adain is not None:  # neutral statistics: no style image is needed to check the contract
+                feeds = {adain.mean: np.zeros(adain.channels, np.float32),
+                         adain.std: np.ones(adain.channels, np.float32), adain.alpha: np.ones(1, np.float32)}
+            self._infer_same_size([np.zeros((1, 1, 3), np.uint8)], feeds)
         except NstError:
             raise
         except Exception as exc:  # each backend raises its own classes (onnxruntime's Fail, openvino's, …)
@@ -579,8 +606,11 @@ class Stylizer:
         if self.sidecar.profile is not None:  # also an ONNX graph whose batch is fixed (a foreign import)
             bs = min(bs, self.sidecar.profile.max[0])
         # decode → pre-steps → network (tiled or not) → post-steps → encode (nst_runtime.steps)
+        strength = 1.0
+        if self.sidecar.adain is not None:  # AdaIN: strength is alpha on features, not the pixel blend step
+            strength = float(steps.pop("strength", 1.0))  # type: ignore[misc]
         plan = StepPlan.of(**steps)
-        feeds = self.style_feeds(style)
+        feeds = self.style_feeds(style, strength=strength)
         planes = [_to_planes(im) for im in images]
         seen = [plan.before(rgb) for rgb, _ in planes]
         results: list[np.ndarray | None] = [None] * len(planes)
@@ -615,8 +645,9 @@ class Stylizer:
         ``style``: as in :meth:`stylize`."""
         bs = batch_size or self.batch_size
         StepPlan.of(**steps)  # a bad option fails here, not in the pipeline's thread
-        weights = self.style_feeds(style)  # likewise a missing or unknown style
-        style = None if weights is None else next(iter(weights.values()))
+        weights = self.style_feeds(style, strength=float(steps.get("strength", 1.0)))  # likewise a bad style
+        if self.sidecar.style is not None and weights is not None:
+            style = next(iter(weights.values()))
         chunks = _chunked(iter(frames), bs)
         stage = Stage("stylize", lambda chunk: (chunk, self.stylize_batch(chunk, batch_size=bs, style=style,
                                                                             **steps)),

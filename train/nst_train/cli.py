@@ -170,9 +170,12 @@ def _set_threads(threads: int | None) -> None:
 @click.option("--style-names", metavar="n1,n2,...",
               help="names of the styles, in order (default: the style files' stems); kept in the checkpoint and "
                    "the exported sidecar (nst-stylize --style NAME)")
-@click.option("--arch", type=click.Choice(("johnson2016", "slim")), default="johnson2016", show_default=True,
-              help="network family: johnson2016 (trunk 128, 5 residual blocks, 308 GFLOP per megapixel) or slim "
-                   "(trunk 32, 25 GFLOP per megapixel); nst-train prints the cost of the network it builds")
+@click.option("--arch", type=click.Choice(("johnson2016", "slim", "adain")), default="johnson2016",
+              show_default=True,
+              help="network family: johnson2016 (trunk 128, 5 residual blocks, 308 GFLOP per megapixel), slim "
+                   "(trunk 32, 25 GFLOP per megapixel), or adain (Huang & Belongie 2017: a decoder for a VGG-19 "
+                   "encoder; any image is the style at run time; --style gives the training styles, files or "
+                   "folders); nst-train prints the cost of the network it builds")
 @click.option("--channels", type=click.IntRange(min=4), default=None, metavar="N",
               help="trunk width (residual blocks' channels; a multiple of 4; default: the --arch preset's)")
 @click.option("--res-blocks", type=click.IntRange(0, 64), default=None, metavar="N",
@@ -253,6 +256,12 @@ def train(recipe: str, styles: tuple[Path, ...], content_dir: Path, output: Path
         raise UsageError("--style IMAGE is required (several for a multi-style network), unless --teacher CKPT "
                          "distils a trained network.")
     names = tuple(n.strip() for n in style_names.split(",")) if style_names else ()
+    if arch == "adain":
+        return _train_adain(styles, content_dir=content_dir, output=output, steps=steps, epochs=epochs,
+                            batch_size=batch_size, lr=lr, image_size=image_size, style_weight=style_weight,
+                            vgg_weights=vgg_weights, device=device, seed=seed, threads=threads,
+                            resume=resume, overwrite=overwrite, init=init, teacher=teacher, log_every=log_every,
+                            progress=not (no_progress or quiet))
     check_training_outputs(output, resume=resume, overwrite=overwrite,
                            inputs=[*styles, *([init] if init else []), *([teacher] if teacher else []),
                                    *([Path(vgg_weights)] if vgg_weights else [])])
@@ -292,6 +301,37 @@ def train(recipe: str, styles: tuple[Path, ...], content_dir: Path, output: Path
     if result.checkpoint is not None:
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
         log.info("done: %s (%d steps; %s)", result.checkpoint, result.steps, losses)
+    return 0
+
+
+def _train_adain(styles: Sequence[Path], *, content_dir: Path, output: Path, steps: int | None, epochs: int | None,
+                 batch_size: int | None, lr: float | None, image_size: int | None, style_weight: float | None,
+                 vgg_weights: str | None, device: str, seed: int | None, threads: int | None, resume: bool,
+                 overwrite: bool, init: Path | None, teacher: Path | None, log_every: int, progress: bool) -> int:
+    """``nst-train --arch adain``: the AdaIN decoder (nst_train.adain), with the paper's settings by default."""
+    refused = [flag for flag, on in (("--resume", resume), ("--init", init), ("--teacher", teacher),
+                                     ("--epochs", epochs)) if on]
+    if refused:
+        raise UsageError(f"--arch adain: {', '.join(refused)} not implemented for the AdaIN decoder (give --steps).")
+    paths: list[Path] = []
+    for style in styles:
+        if style.is_dir():
+            from .data import find_images
+
+            paths += find_images(style, "recursive")
+        else:
+            paths.append(style)
+    check_training_outputs(output, resume=False, overwrite=overwrite, inputs=paths)
+    from .adain import AdaINConfig, train_adain
+
+    _set_threads(threads)
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "image_size": image_size,
+             "style_weight": style_weight, "vgg_weights": vgg_weights, "seed": seed}
+    config = AdaINConfig(content_dir=content_dir, style_paths=tuple(paths), out=output, device=device,
+                         log_every=log_every, progress=progress, **{k: v for k, v in given.items() if v is not None})
+    result = train_adain(config)
+    log.info("done: %s (%d steps; %s)", result.checkpoint, result.steps,
+             ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items()))
     return 0
 
 
