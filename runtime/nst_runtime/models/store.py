@@ -92,7 +92,7 @@ class ModelStatus:
     license: str
     bytes: int | None
     styles: int
-    #: "cached", "not cached", "package not installed", "package version differs"
+    #: "cached", "not cached", "package not installed", "package version ... is not the pinned one"
     status: str
     path: Path | None = None
     hint: str = ""
@@ -151,6 +151,9 @@ def list_models(*, home: str | os.PathLike[str] | None = None) -> list[ModelStat
             status = "cached"
         elif entry.package is not None and package_file(entry) is None:
             status = "package not installed"
+            hint = _install_hint(entry)
+        elif entry.package is not None and package_version(entry) not in {f.version for f in entry.files}:
+            status = f"package version {package_version(entry)} is not the pinned one"
             hint = _install_hint(entry)
         else:
             status = "not cached"
