@@ -403,9 +403,14 @@ _previous_showwarning: Callable[..., Any] | None = None
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """One log line per Python warning (``logging.captureWarnings`` would print the source line too)."""
+    """One log line per Python warning (``logging.captureWarnings`` would print the source line too).
+
+    Deprecation notices are addressed to developers of the library that raised them (Ray's pydantic models,
+    say), not to the user of a command: they go to the debug log (``-vv``)."""
     text = " ".join(str(message).split())
-    logging.getLogger("py.warnings").warning("%s (%s)", text, category.__name__)
+    deprecation = issubclass(category, (DeprecationWarning, PendingDeprecationWarning))
+    logging.getLogger("py.warnings").log(logging.DEBUG if deprecation else logging.WARNING, "%s (%s)", text,
+                                         category.__name__)
 
 
 def _capture_warnings() -> None:

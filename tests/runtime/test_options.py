@@ -153,6 +153,25 @@ def test_python_warnings_go_through_logging_and_quiet_hides_them(capsys):
     assert warnings.showwarning.__module__ != "nst_runtime.options"
 
 
+def test_library_deprecation_notices_are_debug_lines_only(capsys):
+    """Third-party DeprecationWarnings (Ray's pydantic models under a test runner's filters) are for developers:
+    not on stderr by default, shown with -vv."""
+    @nst_command("deprecator", help="warns")
+    @verbosity_options
+    def deprecator(quiet, verbose):
+        setup_logging("deprecator", verbose=verbose, quiet=quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("Field extra keys are deprecated", DeprecationWarning, stacklevel=1)
+            warnings.warn("Field extra keys will go", PendingDeprecationWarning, stacklevel=1)
+        return 0
+
+    assert run_command(deprecator, [], prog="deprecator") == 0
+    assert capsys.readouterr().err == ""
+    assert run_command(deprecator, ["-vv"], prog="deprecator") == 0
+    assert "Field extra keys are deprecated (DeprecationWarning)" in capsys.readouterr().err
+
+
 def test_every_command_documents_its_exit_codes():
     from nst_runtime.commands import COMMANDS, load_command
 
