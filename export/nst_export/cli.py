@@ -414,7 +414,10 @@ def run(args: ExportOptions) -> list[Path]:
 
     if is_adain_checkpoint(args.checkpoint):
         return run_adain(args, tolerance=tolerance)
-    styles = load_checkpoint(args.checkpoint).shape.styles
+    try:
+        styles = load_checkpoint(args.checkpoint).shape.styles
+    except CheckpointError:  # the export step reports an unreadable checkpoint, in its own words
+        styles = 1
     if styles > 1 and args.int8:
         raise UsageError(f"--int8: {args.checkpoint} is a multi-style network ({styles} styles); its INT8 "
                          "calibration is not implemented. Fix: export it without --int8 (FP32/FP16).")

