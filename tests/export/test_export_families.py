@@ -40,8 +40,8 @@ def multi_ckpt(tmp_path_factory):
     torch.manual_seed(6)
     net = _vivid(create_model("slim", res_blocks=2, styles=len(STYLES)))
     with torch.no_grad():  # distinct styles: each row of every conditional norm its own
-        for name, p in net.named_parameters():
-            if p.dim() == 2 and name.split(".")[-2] == "in1" or (p.dim() == 2 and ".in" in f".{name}"):
+        for p in net.parameters():
+            if p.dim() == 2:  # [styles, channels]: only the conditional norms' rows are 2-D
                 p.add_(torch.randn_like(p) * 0.5)
     return save_checkpoint(tmp_path_factory.mktemp("multi") / "multi.pth", net,
                            CheckpointMetadata(steps=0, style_names=STYLES))
