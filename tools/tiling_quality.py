@@ -48,6 +48,7 @@ def photos() -> dict[str, np.ndarray]:
     out = {}
     for name in PHOTOS:
         img = getattr(skimage.data, name)()
+        img = img[0] if isinstance(img, tuple) else img  # stereo_motorcycle: (left, right, disparity)
         out[name] = np.ascontiguousarray(img[..., :3])
     return out
 
@@ -104,9 +105,10 @@ def quality(args: argparse.Namespace) -> dict:
         nets["random"] = random_checkpoint(args.work)
     images = photos()
     result: dict = {"tile": args.tile, "halo": args.halo, "stats_share": args.stats_share, "networks": {}}
-    import nst_runtime.tiling as tiling
+    import nst_runtime.stylizer
+    import nst_runtime.tiling
 
-    tiling.FAST_STATS_SHARE = args.stats_share
+    nst_runtime.tiling.FAST_STATS_SHARE = nst_runtime.stylizer.FAST_STATS_SHARE = args.stats_share
     for tag, ckpt in nets.items():
         model = exported(Path(ckpt))
         rows = {}
@@ -130,7 +132,11 @@ def quality(args: argparse.Namespace) -> dict:
 
 
 def speed(args: argparse.Namespace) -> dict:
+    import nst_runtime.stylizer
+    import nst_runtime.tiling
     from nst_runtime import Stylizer
+
+    nst_runtime.tiling.FAST_STATS_SHARE = nst_runtime.stylizer.FAST_STATS_SHARE = args.stats_share
 
     model = exported(Path(args.checkpoint or trained_checkpoint(args.work, args.steps, args.image_size)))
     h, _, w = args.size.partition("x")
@@ -144,7 +150,7 @@ def speed(args: argparse.Namespace) -> dict:
     outs = {}
     with Stylizer.open(model, device="cpu", backend=args.backend, memory_limit="none") as whole, \
          Stylizer.open(model, device="cpu", backend=args.backend, memory_limit="none", tile=args.tile,
-                       tile_mode="fast") as fast:
+                       tile_mode="fast", tile_halo=args.halo) as fast:
         whole.stylize(img[:64, :64])
         fast.stylize(img[:64, :64])
         for _ in range(args.repeat):
@@ -154,7 +160,8 @@ def speed(args: argparse.Namespace) -> dict:
                 times[tag].append(time.perf_counter() - t)
                 print(f"{tag}: {times[tag][-1]:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"size": list(shape), "tile": args.tile, "backend": args.backend, "seconds": times,
+    return {"size": list(shape), "tile": args.tile, "halo": args.halo, "stats_share": args.stats_share,
+            "backend": args.backend, "seconds": times,
             "median_s": med, "fast_over_untiled": round(med["fast"] / med["untiled"], 3),
             "fast_psnr_db": round(psnr(outs["untiled"], outs["fast"]), 2),
             "load_average_before": load_before, "load_average_after": os.getloadavg()}

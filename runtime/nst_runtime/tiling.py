@@ -393,9 +393,11 @@ def stylize_exact(
 # ------------------------------------------------------------------------------------------------- fast mode
 #: fast tiling: the statistics pass runs on a copy of at most this share of the image's pixels (its cost)
 FAST_STATS_SHARE = 0.25
-#: fast tiling's default context around each core: the statistics are given, so the halo only has to cover
-#: the receptive field (~54 px) for the tiles to agree with an untiled run that used the same statistics
-DEFAULT_FAST_HALO = 64
+#: fast tiling's default context around each core. The statistics are given, so the halo only trims what
+#: the receptive field (~54 px) sees near a core's edge; next to the error of the estimated statistics that
+#: is nothing (halo 32 and 64: the same PSNR to 0.1 dB on 8 photos, tools/tiling_quality.py), and a halo of 32
+#: spends about 11% less time on context than 64 with 1024-px tiles
+DEFAULT_FAST_HALO = 32
 
 
 def downscale_for_statistics(padded: np.ndarray, max_pixels: int) -> np.ndarray:
