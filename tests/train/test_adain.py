@@ -162,4 +162,48 @@ def test_nst_train_arch_adain_takes_a_folder_of_styles(samples, tmp_path, capsys
         load_checkpoint(tmp_path / "adain.pth")
     assert train_main(["--arch", "adain", "--style", str(styles), "--content-dir", str(samples / "content"),
                        "-o", str(tmp_path / "b.pth"), "--epochs", "1"]) == 2
-    assert "--epochs not implemented" in capsys.readouterr().err
+    assert "--epochs not supported by AdaIN training" in capsys.readouterr().err
+
+
+def test_nst_train_arch_adain_refuses_every_option_it_does_not_honour(samples, tmp_path, capsys):
+    """AdaIN training has its own loop: options of the TransformerNet loop are refused in one line, none ignored."""
+    from nst_train.cli import train_main
+
+    code = train_main(["--arch", "adain", "--style", str(samples / "style.png"), "--content-dir",
+                       str(samples / "content"), "-o", str(tmp_path / "a.pth"), "--steps", "1",
+                       "--checkpoint-every", "5", "--recipe", "johnson2016", "--amp", "--content-weight", "2",
+                       "--tv-weight", "1", "--num-workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "a.pth").exists()
+    line = next(ln for ln in err.splitlines() if "--arch adain" in ln)
+    for flag in ("--checkpoint-every", "--recipe", "--amp", "--content-weight", "--tv-weight", "--num-workers"):
+        assert flag in line.split("not supported")[0], (flag, line)
+
+
+@pytest.mark.parametrize(("steps", "what"), [(1, "weight tensor"), (2, "the loss is")])
+def test_a_diverged_adain_run_writes_nothing_and_says_so(samples, tmp_path, steps, what):
+    """An infinite learning rate: one step leaves non-finite weights (caught before the checkpoint is written,
+    not by a loss check, which the last update escapes); two steps make the loss non-finite."""
+    from nst_train.adain import AdaINConfig, train_adain
+    from nst_train.train import TrainingDivergedError
+
+    out = tmp_path / "adain.pth"
+    with pytest.raises(TrainingDivergedError, match=what) as info:
+        train_adain(AdaINConfig(content_dir=samples / "content", style_paths=(samples / "style.png",), out=out,
+                                steps=steps, batch_size=1, image_size=32, load_size=32, device="cpu",
+                                vgg_weights="random", progress=False, lr=float("inf")))
+    assert info.value.exit_code == 3 and info.value.step == steps and not out.exists()
+
+
+def test_an_adain_checkpoint_with_non_finite_weights_is_never_written(encoder64, tmp_path):
+    import copy
+
+    from nst_runtime.errors import CheckpointError
+    from nst_train.adain import AdaINDecoder, AdaINNet, save_adain_checkpoint
+
+    decoder = AdaINDecoder()
+    with torch.no_grad():
+        next(decoder.parameters())[0].fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        save_adain_checkpoint(tmp_path / "x.pth", AdaINNet(copy.deepcopy(encoder64).float(), decoder), {"steps": 1})
+    assert not (tmp_path / "x.pth").exists()

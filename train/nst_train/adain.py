@@ -177,8 +177,13 @@ def save_adain_checkpoint(path: str | os.PathLike[str], net: AdaINNet, metadata:
 
     from .atomic import atomic_write
     from .checkpoint import FORMAT, FORMAT_VERSION
+    from .train import first_nonfinite
 
     path = Path(path)
+    bad = first_nonfinite(net)
+    if bad is not None:
+        raise CheckpointError(f"{path}: not written: the weight tensor {bad} holds NaN or Inf (a diverged run); "
+                              "expected finite weights. Fix: train again with a lower --lr.")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     payload = {"format": FORMAT, "version": FORMAT_VERSION, "architecture": ARCHITECTURE,
                "metadata": {**metadata, "architecture": ARCHITECTURE,
@@ -298,6 +303,7 @@ def train_adain(config: AdaINConfig, *, callback: Callable[[int, AdaINLossTerms]
     """Train the decoder on content photos and style images; writes the checkpoint ``config.out``."""
     from .data import find_images
     from .distributed import DistContext, resolve_device
+    from .train import TrainingDivergedError, first_nonfinite
     from .vgg import load_vgg
 
     if not config.style_paths:
@@ -324,6 +330,13 @@ def train_adain(config: AdaINConfig, *, callback: Callable[[int, AdaINLossTerms]
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
+    def diverged(step: int, what: str) -> TrainingDivergedError:
+        return TrainingDivergedError(
+            f"AdaIN training diverged at step {step}: {what}. Nothing was written (AdaIN training keeps no "
+            f"intermediate state: it writes {config.out} only at the end, from finite weights). "
+            f"Fix: lower --lr (now {config.lr:g}) or --style-weight (now {config.style_weight:g}) and start again.",
+            step=step, last_good_state=None)
+
     bar = tqdm(total=config.steps, desc="adain", unit="step", disable=not config.progress)
     window = torch.zeros(2, dtype=torch.float64)
     for step in range(1, config.steps + 1):
@@ -339,7 +352,7 @@ def train_adain(config: AdaINConfig, *, callback: Callable[[int, AdaINLossTerms]
             t = adain(fc, mean, std)
         terms = adain_losses(encoder, decoder(t), t, s, style_weight=config.style_weight)
         if not torch.isfinite(terms.total):
-            raise UsageError(f"AdaIN training diverged at step {step} (loss {float(terms.total)}); lower --lr.")
+            raise diverged(step, f"the loss is {float(terms.total.detach())}")
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
@@ -354,6 +367,9 @@ def train_adain(config: AdaINConfig, *, callback: Callable[[int, AdaINLossTerms]
             bar.set_postfix(content=f"{cl:.3g}", style=f"{sl:.3g}", refresh=False)
             window.zero_()
     bar.close()
+    bad = first_nonfinite(decoder)
+    if bad is not None:  # the last step's update is not covered by a loss check: never write such weights
+        raise diverged(config.steps, f"the weight tensor {bad} holds NaN or Inf after the last step")
     seconds = time.perf_counter() - start
     metadata = {"steps": config.steps, "training": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
                 "final_losses": final, "style_count": len(config.style_paths), "source": "nst"}

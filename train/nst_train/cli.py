@@ -257,11 +257,11 @@ def train(recipe: str, styles: tuple[Path, ...], content_dir: Path, output: Path
                          "distils a trained network.")
     names = tuple(n.strip() for n in style_names.split(",")) if style_names else ()
     if arch == "adain":
-        return _train_adain(styles, content_dir=content_dir, output=output, steps=steps, epochs=epochs,
+        _refuse_flags_adain_ignores(click.get_current_context())
+        return _train_adain(styles, content_dir=content_dir, output=output, steps=steps,
                             batch_size=batch_size, lr=lr, image_size=image_size, style_weight=style_weight,
                             vgg_weights=vgg_weights, device=device, seed=seed, threads=threads,
-                            resume=resume, overwrite=overwrite, init=init, teacher=teacher, log_every=log_every,
-                            progress=not (no_progress or quiet))
+                            overwrite=overwrite, log_every=log_every, progress=not (no_progress or quiet))
     check_training_outputs(output, resume=resume, overwrite=overwrite,
                            inputs=[*styles, *([init] if init else []), *([teacher] if teacher else []),
                                    *([Path(vgg_weights)] if vgg_weights else [])])
@@ -304,15 +304,29 @@ def train(recipe: str, styles: tuple[Path, ...], content_dir: Path, output: Path
     return 0
 
 
-def _train_adain(styles: Sequence[Path], *, content_dir: Path, output: Path, steps: int | None, epochs: int | None,
+#: the nst-train parameters ``--arch adain`` honours; any other one given on the command line is refused
+ADAIN_PARAMETERS = frozenset({"styles", "content_dir", "output", "steps", "batch_size", "lr", "image_size",
+                              "style_weight", "vgg_weights", "device", "seed", "threads", "overwrite", "log_every",
+                              "no_progress", "quiet", "verbose", "arch"})
+
+
+def _refuse_flags_adain_ignores(ctx: click.Context) -> None:
+    """AdaIN training (nst_train.adain) has its own loop: every option it would silently ignore is an error."""
+    sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    given = [max(p.opts, key=len) for p in ctx.command.params
+             if p.name not in ADAIN_PARAMETERS and ctx.get_parameter_source(p.name) in sources]
+    if given:
+        raise UsageError(f"--arch adain: {', '.join(given)} not supported by AdaIN training (it takes --style, "
+                         "--content-dir, -o, --steps, --batch-size, --lr, --image-size, --style-weight, "
+                         "--vgg-weights, --device, --seed, --threads, --log-every, --overwrite); drop "
+                         f"{'them' if len(given) > 1 else 'it'}.")
+
+
+def _train_adain(styles: Sequence[Path], *, content_dir: Path, output: Path, steps: int | None,
                  batch_size: int | None, lr: float | None, image_size: int | None, style_weight: float | None,
-                 vgg_weights: str | None, device: str, seed: int | None, threads: int | None, resume: bool,
-                 overwrite: bool, init: Path | None, teacher: Path | None, log_every: int, progress: bool) -> int:
+                 vgg_weights: str | None, device: str, seed: int | None, threads: int | None,
+                 overwrite: bool, log_every: int, progress: bool) -> int:
     """``nst-train --arch adain``: the AdaIN decoder (nst_train.adain), with the paper's settings by default."""
-    refused = [flag for flag, on in (("--resume", resume), ("--init", init), ("--teacher", teacher),
-                                     ("--epochs", epochs)) if on]
-    if refused:
-        raise UsageError(f"--arch adain: {', '.join(refused)} not implemented for the AdaIN decoder (give --steps).")
     paths: list[Path] = []
     for style in styles:
         if style.is_dir():

@@ -72,7 +72,7 @@ from .vgg import load_vgg16
 log = logging.getLogger(__name__)
 
 __all__ = ["AmpPolicy", "StepRecord", "TrainConfig", "TrainResult", "TrainingDivergedError",
-           "TrainingInterrupted", "amp_policy", "run_dir_for", "train"]
+           "TrainingInterrupted", "amp_policy", "first_nonfinite", "run_dir_for", "train"]
 
 #: the smallest CUDA compute capability with native bf16 tensor cores (Ampere). Older GPUs report
 #: ``torch.cuda.is_bf16_supported()`` too, but emulate bf16 slowly; they get fp16 with a grad scaler.
@@ -323,7 +323,7 @@ def _fingerprint(config: TrainConfig, settings: TrainSettings, style_sha: str | 
     }
 
 
-def _first_nonfinite(model: torch.nn.Module) -> str | None:
+def first_nonfinite(model: torch.nn.Module) -> str | None:
     """Name of the first parameter holding NaN or Inf (one device sync), or None."""
     params = list(model.named_parameters())
     if bool(torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).all()):
@@ -573,7 +573,7 @@ def _train(config: TrainConfig, recipe: TrainRecipe, settings: TrainSettings, ct
             step=step, last_good_state=last_good_state)
 
     def check_weights() -> None:
-        bad = _first_nonfinite(raw_model)
+        bad = first_nonfinite(raw_model)
         if bad is not None:
             raise diverged(f"the weight tensor {bad} holds NaN or Inf")
 
