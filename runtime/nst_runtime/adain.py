@@ -75,89 +75,177 @@ def parse_style_images(spec: Any) -> list[tuple[Any, float]]:
     return [(src, float(w / weights.sum())) for (src, _), w in zip(items, weights, strict=True)]
 
 
-def _rgb_of(source: Any, max_pixels: int | None) -> tuple[np.ndarray, str]:
-    """(uint8 HxWx3 RGB, a cache key: the SHA-256 of the file or array) of a style image source."""
-    from .images import read_image
+#: the most bytes of one style image file read (a larger file is refused unread; 200 MB holds any photo)
+MAX_STYLE_FILE_BYTES = 200 << 20
 
-    if isinstance(source, np.ndarray):
-        rgb = np.ascontiguousarray(source[..., :3] if source.ndim == 3 else np.stack([source] * 3, axis=-1))
-        if rgb.dtype != np.uint8:
-            raise UsageError(f"style image array of dtype {rgb.dtype}: expected uint8 HxWx3.")
-        return rgb, hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+
+def style_image_files(model: str | os.PathLike[str], style: Any) -> list[Path]:
+    """The style image files a run of ``model`` reads for ``style`` (an AdaIN model's ``a.jpg:0.7,b.jpg:0.3``);
+    none for other models or styles that are not text (for checks that no output replaces an input)."""
+    from .errors import ModelFileError
+    from .sidecar import read_sidecar
+
+    if not isinstance(style, (str, os.PathLike)) or isinstance(style, bytes):
+        return []
+    try:
+        if read_sidecar(model).adain is None:
+            return []
+        return [src for src, _ in parse_style_images(style) if isinstance(src, Path)]
+    except (ModelFileError, UsageError):  # reported where the model or style is used
+        return []
+
+
+def _file_key(source: Path) -> tuple[str, Any, tuple[Any, ...]]:
+    """(label, the open file, (path, size, mtime) key) of a style image file: a regular file only (no FIFO,
+    device or socket), checked on the open descriptor."""
+    from .files import open_regular
+
+    f = open_regular(source, what="a style image", error=ImageError)
+    st = os.fstat(f.fileno())
+    return str(source), f, (str(source.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _encoded_of(source: Any) -> bytes:
+    """Encoded bytes of a PIL image or a bytes-like source (arrays and paths are handled by the caller)."""
     try:
         from PIL import Image
 
         if isinstance(source, Image.Image):
             buf = io.BytesIO()
             source.convert("RGB").save(buf, format="png")
-            source = buf.getvalue()
+            return buf.getvalue()
     except ImportError:  # pragma: no cover - Pillow is a runtime dependency
         pass
-    data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else source
-    if not isinstance(data, (bytes, bytearray)):
-        raise UsageError(f"style image {type(source).__name__}: expected a path, encoded bytes, a PIL image or "
-                         "a uint8 array.")
-    key = hashlib.sha256(data).hexdigest()
-    decoded = read_image(bytes(data), max_pixels=max_pixels)
-    frame = decoded.frames[0]
-    rgb = np.asarray(frame.convert("RGB")) if hasattr(frame, "convert") else np.asarray(frame)[..., :3]
-    return np.ascontiguousarray(rgb), key
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    raise UsageError(f"style image {type(source).__name__}: expected a path, encoded bytes, a PIL image or "
+                     "a uint8 array.")
 
 
 class StyleStatistics:
-    """The style graph (``NAME.style.onnx``) on ONNX Runtime, with a cache of statistics per style image."""
+    """The style graph (``NAME.style.onnx``) on ONNX Runtime, with a cache of statistics per style image.
+
+    Style images are read like content images: files through :func:`nst_runtime.files.open_regular` (regular
+    files only, at most :data:`MAX_STYLE_FILE_BYTES`), decoded with the ``max_pixels`` limit; a style image whose
+    style-graph call would exceed ``memory_limit`` bytes (``cost``) is encoded at a smaller size that fits.
+    The cache is looked up before anything is decoded: by (path, size, mtime) for files, then by the SHA-256
+    of the bytes."""
 
     def __init__(self, path: Path, *, providers: Sequence[Any] | None = None, intra_op_threads: int | None = None,
-                 verify_hash: bool = True, max_pixels: int | None = None, min_size: int = 16) -> None:
-        from .artifact import file_sha256
-        from .errors import ModelFileError
-        from .onnxruntime_backend import _ort
-        from .sidecar import read_sidecar
+                 verify_hash: bool = True, max_pixels: int | None = None, min_size: int = 16,
+                 memory_limit: int | None = None, cost: Any = None) -> None:
+        from .artifact import open_artifact
+        from .onnxruntime_backend import SessionFromOnnx
 
-        meta = read_sidecar(path)  # its output is float statistics, not an image: not an open_artifact
-        if meta.role != "adain-style":
-            raise ModelFileError(f"{path}: role {meta.role!r}, expected the AdaIN style graph ('adain-style'). "
-                                 "Fix: re-export the AdaIN checkpoint with nst-export.")
-        if verify_hash and meta.artifact_sha256 is not None and file_sha256(path) != meta.artifact_sha256:
-            raise ModelFileError(f"{path}: SHA-256 does not match its sidecar: the file changed after export. "
-                                 "Fix: re-export, or pass --no-verify if you changed it on purpose.")
-        ort = _ort()
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if intra_op_threads:
-            opts.intra_op_num_threads = intra_op_threads
+        # the same checks as any model file: sidecar, role, hash (--no-verify), external data
+        self.artifact = open_artifact(path, verify_hash=verify_hash, role="adain-style")
         self.path = path
         self.max_pixels = max_pixels
         self.min_size = min_size
-        self._session = ort.InferenceSession(str(path), sess_options=opts,
-                                             providers=list(providers or ["CPUExecutionProvider"]))
-        self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.memory_limit = memory_limit
+        self.cost = cost
+        self._session: Any = SessionFromOnnx(path, providers=list(providers or ["CPUExecutionProvider"]),
+                                             intra_op_threads=intra_op_threads)()
+        self._cache: OrderedDict[Any, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         #: style images encoded so far (cache misses), for tests and logs
         self.encoded = 0
+        #: style images decoded so far (a cache hit by path, size and mtime decodes nothing)
+        self.decoded = 0
+
+    def close(self) -> None:
+        """Free the style graph's session. Idempotent."""
+        self._session = None
+
+    def _cached(self, *keys: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            for key in keys:
+                if key is not None and key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+        return None
+
+    def _remember(self, result: tuple[np.ndarray, np.ndarray], *keys: Any) -> None:
+        with self._lock:
+            for key in keys:
+                if key is not None:
+                    self._cache[key] = result
+            while len(self._cache) > 2 * CACHE_SIZE:  # a file's entry and its content's entry
+                self._cache.popitem(last=False)
 
     def stats(self, source: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std), float32 [channels] each, of one style image (cached by content)."""
-        from .images import pad_to_min_size
+        """(mean, std), float32 [channels] each, of one style image (cached by file and by content)."""
+        from .images import read_image
 
-        rgb, key = _rgb_of(source, self.max_pixels)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+        file_key = None
+        label = "an image"
+        if isinstance(source, np.ndarray):
+            rgb = np.ascontiguousarray(source[..., :3] if source.ndim == 3 else np.stack([source] * 3, axis=-1))
+            if rgb.dtype != np.uint8:
+                raise UsageError(f"style image array of dtype {rgb.dtype}: expected uint8 HxWx3.")
+            key = hashlib.sha256(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+            if (hit := self._cached(key)) is not None:
+                return hit
+            if self.max_pixels is not None and rgb.shape[0] * rgb.shape[1] > self.max_pixels:
+                from .errors import ImageTooLargeError
+
+                raise ImageTooLargeError(f"style image of {rgb.shape[1]}x{rgb.shape[0]} pixels: more than the "
+                                         f"limit of {self.max_pixels}. Fix: use a smaller style image.")
+        else:
+            if isinstance(source, (str, os.PathLike)):
+                label, f, file_key = _file_key(Path(source))
+                with f:
+                    if (hit := self._cached(file_key)) is not None:
+                        return hit
+                    data = f.read(MAX_STYLE_FILE_BYTES + 1)
+                if len(data) > MAX_STYLE_FILE_BYTES:
+                    raise ImageError(f"{label}: style image file larger than {MAX_STYLE_FILE_BYTES >> 20} MiB; "
+                                     "refused unread. Fix: use a smaller style image.")
+            else:
+                data = _encoded_of(source)
+            key = hashlib.sha256(data).hexdigest()
+            if (hit := self._cached(key)) is not None:
+                self._remember(hit, file_key)
+                return hit
+            decoded = read_image(data, max_pixels=self.max_pixels, name=label if file_key else "the style image")
+            self.decoded += 1
+            frame = decoded.frames[0]
+            rgb = np.ascontiguousarray(np.asarray(frame.convert("RGB")) if hasattr(frame, "convert")
+                                       else np.asarray(frame)[..., :3])
         if rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise ImageError("style image of 0 pixels.")
-        batch = pad_to_min_size(rgb, self.min_size)[None]
-        mean, std = self._session.run(None, {"input": batch})
+        rgb = self._within_budget(rgb, label)
+        from .images import pad_to_min_size
+
+        session = self._session
+        if session is None:
+            raise UsageError("this Stylizer is closed; open a new one with Stylizer.open(...).")
+        mean, std = session.run(None, {"input": pad_to_min_size(rgb, self.min_size)[None]})
         result = (np.ascontiguousarray(mean[0], np.float32), np.ascontiguousarray(std[0], np.float32))
         with self._lock:
             self.encoded += 1
-            self._cache[key] = result
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-        logger.debug("style statistics of %s computed (%dx%d px)", source if isinstance(source, Path) else "an image",
-                     rgb.shape[1], rgb.shape[0])
+        self._remember(result, key, file_key)
+        logger.debug("style statistics of %s computed (%dx%d px)", label, rgb.shape[1], rgb.shape[0])
         return result
+
+    def _within_budget(self, rgb: np.ndarray, label: str) -> np.ndarray:
+        """``rgb``, downscaled (aspect kept) when one style-graph call on it would exceed the memory budget."""
+        if self.memory_limit is None or self.cost is None:
+            return rgb
+        h, w = rgb.shape[:2]
+        fits = self.cost.pixels_within(self.memory_limit)
+        if h * w <= fits:
+            return rgb
+        from PIL import Image
+
+        from .memory import format_bytes
+
+        factor = (max(fits, self.min_size * self.min_size) / (h * w)) ** 0.5
+        size = (max(self.min_size, int(w * factor)), max(self.min_size, int(h * factor)))
+        logger.warning("style image %s (%dx%d): its statistics would need about %s, more than the memory budget "
+                       "of %s; computed at %dx%d instead", label, w, h, format_bytes(self.cost.bytes_for(h * w)),
+                       format_bytes(self.memory_limit), *size)
+        return np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))
 
     def feeds(self, spec: Any, inputs: AdaINInputs, alpha: float) -> dict[str, np.ndarray]:
         """The stylize graph's inputs besides the image for style(s) ``spec`` and ``alpha``."""

@@ -77,7 +77,8 @@ def fallback_hint(path: Path) -> str:
 def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, role: str = "stylize") -> ModelArtifact:
     """Find ``path`` and its sidecar and check them against each other (no backend involved).
 
-    ``role``: ``"stylize"`` for a model to run, ``"tiling"`` for the tiling graph beside it.
+    ``role``: ``"stylize"`` for a model to run, ``"tiling"`` for the tiling graph beside it, ``"adain-style"``
+    for an AdaIN model's style graph (its outputs are float statistics, not an image).
     """
     path = Path(path)
     if not path.exists():
@@ -96,7 +97,8 @@ def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, rol
         fix = ("the tiling graph is found beside the model, not opened on its own. Fix: pass NAME.onnx or the "
                "engine." if meta.role == "tiling" else "Fix: re-export; nst-export writes NAME.tiling.onnx.")
         raise ModelFileError(f"{path}: its sidecar says role {meta.role!r}; expected {role!r}: {fix}")
-    for io, spec in (("input", meta.input), ("output", meta.output)):
+    specs = [("input", meta.input)] + ([("output", meta.output)] if role != "adain-style" else [])
+    for io, spec in specs:
         if spec.dtype != "uint8" or spec.layout != "NHWC" or spec.channels != "RGB":
             raise ModelFileError(
                 f"{path}: the {io} {spec.name!r} is {spec.dtype} {spec.layout} {spec.channels}; this runtime "

@@ -307,8 +307,11 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                          f"(looked for {', '.join(sorted(FORMAT_BY_SUFFIX))}, {', '.join(VIDEO_SUFFIXES)}; "
                          "add -r for subfolders).")
     # before any work: no output may replace an input (the model and its sidecar included)
+    from .adain import style_image_files
+
     refuse_replacing_inputs(
-        [model, sidecar_path(model), *(job.src for job in job_list)],
+        [model, sidecar_path(model), *(job.src for job in job_list),
+         *(style_image_files(model, extras.style) if extras.style_is_image else [])],
         [path for job in job_list for path in planned_outputs(job, format_)],
         fix="choose another -o (a folder that holds no inputs, e.g. -o styled/)")
     if job_list[0].exact is None:
@@ -323,7 +326,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                                verify_hash=verify, contexts=contexts, cuda_graphs=cuda_graphs,
                                tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
                                memory_limit=extras.memory_limit, tile_mode=extras.tile_mode,
-                               cudnn_conv_algo_search=extras.cudnn_conv_algo_search,
+                               cudnn_conv_algo_search=extras.cudnn_conv_algo_search, max_pixels=max_pixels,
                                **({"style": extras.style} if extras.style is not None else {})))
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
@@ -336,7 +339,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
                        intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs,
                        tile_halo=extras.tile_halo, allow_engine_host_code=extras.allow_engine_host_code,
                        cudnn_conv_algo_search=extras.cudnn_conv_algo_search, memory_limit=extras.memory_limit,
-                       tile_mode=extras.tile_mode, style=extras.style) as stylizer:
+                       tile_mode=extras.tile_mode, style=extras.style, max_pixels=max_pixels) as stylizer:
         logger.info("model %s on %s", stylizer.path, stylizer.backend)
         image_jobs = [j for j in job_list if not is_video(j.src)]
         video_jobs = [j for j in job_list if is_video(j.src)]

@@ -56,6 +56,11 @@ class CallCost:
 CPU_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 520), "openvino": CallCost(32 << 20, 600)}
 #: the tiling graph on ONNX Runtime's CPU provider (it also computes every layer's moments)
 TILING_CALL_COST = CallCost(160 << 20, 930)
+#: AdaIN (Huang & Belongie; VGG-19 encoder to relu4_1 with 64 float32 channels per pixel at full resolution,
+#: then a decoder back up) on a CPU backend, by graph: "adain" the stylize graph (encoder + decoder),
+#: "adain-style" the style graph (encoder + statistics). Estimates (several times TransformerNet's), pending
+#: ``tools/memory_per_pixel.py per-pixel --model NAME.onnx`` on an AdaIN export.
+FAMILY_CALL_COST: dict[str, CallCost] = {"adain": CallCost(200 << 20, 2400), "adain-style": CallCost(200 << 20, 1600)}
 #: host memory per pixel of a GPU call: uint8 input and output, the padded and cropped copies
 HOST_BYTES_PER_PIXEL = 24
 #: the default budget: this share of the memory available when the model is opened
@@ -145,13 +150,16 @@ def resolve_memory_limit(memory_limit: int | str | None) -> int | None:
     return parse_memory_size(memory_limit)
 
 
-def call_cost(backend: str, *, on_gpu: bool, tiling_graph: bool = False) -> CallCost:
+def call_cost(backend: str, *, on_gpu: bool, tiling_graph: bool = False, family: str | None = None) -> CallCost:
     """What one call costs in host memory on ``backend`` (``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``);
-    ``tiling_graph``: a call of the tiling graph (ONNX Runtime) instead."""
+    ``tiling_graph``: a call of the tiling graph (ONNX Runtime) instead; ``family``: a network family whose
+    cost differs from TransformerNet's (:data:`FAMILY_CALL_COST`: ``"adain"``, ``"adain-style"``)."""
     if on_gpu or (backend == "tensorrt" and not tiling_graph):
         return CallCost(0, HOST_BYTES_PER_PIXEL)
     if tiling_graph:
         return TILING_CALL_COST
+    if family in FAMILY_CALL_COST:
+        return FAMILY_CALL_COST[family]
     return CPU_CALL_COST.get(backend, max(CPU_CALL_COST.values(), key=lambda c: c.per_pixel))
 
 

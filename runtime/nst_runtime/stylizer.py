@@ -96,6 +96,8 @@ class Stylizer:
         memory_limit: int | str | None = None,
         check_contract: bool = False,
         style: StyleSpec | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        style_graph: Callable[..., Any] | None = None,
     ) -> None:
         if tile is not None and tile < artifact.sidecar.min_size:
             raise UsageError(f"tile {tile}: expected at least the model's minimum size {artifact.sidecar.min_size}.")
@@ -121,6 +123,11 @@ class Stylizer:
         self._budget_logged = False
         self._progress = threading.local()
         self.batch_size = batch_size
+        #: AdaIN style images: refused above this many pixels (as read_image refuses content images)
+        self.max_pixels = max_pixels
+        # AdaIN: opens the style graph (StyleStatistics) with the model's threads and hash setting, on first use
+        self._load_style_graph = style_graph
+        self._adain_styles: Any = None
         # the tiling graph is opened on the first image that needs tiles (most never do)
         self._load_tiling = tiling_graph
         self._tiling: TilingGraph | None = None
@@ -171,6 +178,7 @@ class Stylizer:
         tensorrt_cache_dir: str | os.PathLike[str] | None = None,
         allow_engine_host_code: bool = False,
         style: StyleSpec | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> Stylizer:
         """Open ``path`` (``.onnx``, or a TensorRT ``.engine``/``.plan``) after checking its sidecar; or a model
         name of nst's catalogue or cache (``"mosaic"``: its cached artifact, see ``nst-models``).
@@ -214,6 +222,8 @@ class Stylizer:
             verify_hash: also refuses an engine whose sidecar holds no hash (``False``: ``--no-verify``).
             style: multi-style networks: the style of calls that name none (a name, an index, ``"I:W,J:W"``…;
                 see :mod:`nst_runtime.styles`); each call's ``style=`` overrides it.
+            max_pixels: AdaIN models: style images larger than this are refused (as :func:`read_image` refuses
+                content images); None: no limit (trusted files only).
 
         Raises:
             ModelFileError: missing/mismatched sidecar, hash mismatch, corrupt or foreign file.
@@ -231,7 +241,8 @@ class Stylizer:
         # a model name ("mosaic") opens the cached artifact of nst's catalogue (nst-models pull NAME)
         artifact = open_artifact(resolve_model(path), verify_hash=verify_hash)
         tiling = dict(tile_halo=tile_halo, tile_mode=tile_mode, memory_limit=memory_limit, check_contract=True,
-                      style=style,
+                      style=style, max_pixels=max_pixels,
+                      style_graph=_style_graph_loader(verify_hash=verify_hash, intra_op_threads=intra_op_threads),
                       tiling_graph=_tiling_loader(
             artifact.path, device=device, providers=providers, intra_op_threads=intra_op_threads,
             verify_hash=verify_hash))
@@ -314,6 +325,9 @@ class Stylizer:
             self._runner.close()
             self._runner = None
         self._tiling = None
+        styles, self._adain_styles = self._adain_styles, None
+        if styles is not None:
+            styles.close()
 
     def __enter__(self) -> Stylizer:
         return self
@@ -344,7 +358,8 @@ class Stylizer:
         on_gpu = bool(getattr(runner, "on_gpu", runner.name == "tensorrt"))
         if tiling_graph:
             on_gpu = self._tiling.on_gpu if self._tiling is not None else False
-        return call_cost(runner.name, on_gpu=on_gpu, tiling_graph=tiling_graph)
+        return call_cost(runner.name, on_gpu=on_gpu, tiling_graph=tiling_graph,
+                         family="adain" if self.sidecar.adain is not None else None)
 
     def _call_budget(self) -> int | None:
         """Bytes one call may use: the memory limit shared by the calls that run at once."""
@@ -412,18 +427,26 @@ class Stylizer:
         return {spec.name: style_weights(style, spec, what=str(self.path))}
 
     def _style_statistics(self) -> Any:
-        """The AdaIN style graph beside the model (opened on first use, on ONNX Runtime's CPU provider)."""
+        """The AdaIN style graph beside the model (opened on first use, on ONNX Runtime's CPU provider, with the
+        model's threads and hash check), its calls bounded by the memory budget."""
         with self._tiling_lock:
-            if getattr(self, "_adain_styles", None) is None:
+            if self._adain_styles is None:
                 from .adain import StyleStatistics
+                from .memory import call_cost
 
                 spec = self.sidecar.adain
-                path = self.path.with_name(spec.style_graph) if spec is not None else self.path
-                if not spec or not path.is_file():
+                if not spec or not spec.style_graph:
+                    raise ModelFileError(f"{self.path}: the sidecar names no AdaIN style graph. Fix: re-export "
+                                         "the AdaIN checkpoint with nst-export.")
+                path = self.path.with_name(spec.style_graph)
+                if not path.is_file():
                     raise ModelFileError(f"{self.path}: its style graph {path.name} is not beside it; an AdaIN "
                                          "model is two files (NAME.onnx and NAME.style.onnx, with sidecars). "
                                          "Fix: copy both, or re-export with nst-export.")
-                self._adain_styles = StyleStatistics(path, min_size=16)
+                load = self._load_style_graph or StyleStatistics
+                self._adain_styles = load(path, min_size=16, max_pixels=self.max_pixels,
+                                          memory_limit=self.memory_limit,
+                                          cost=call_cost("onnxruntime", on_gpu=False, family="adain-style"))
             return self._adain_styles
 
     def _infer_same_size(self, rgbs: Sequence[np.ndarray],
@@ -591,8 +614,10 @@ class Stylizer:
         if isinstance(quality, bool) or not isinstance(quality, int) or not 0 <= quality <= 100:
             raise UsageError(f"quality {quality!r}: expected an integer from 0 to 100 (JPEG/WebP; default 95).")
         fmt = output_format_for(None, format) if format else None  # refuse a bad format before the work
+        style = options.pop("style", None)
+        plan, feeds = self._plan_and_feeds(style, options)  # once for every frame of an animation
         decoded = read_image(data, max_pixels=max_pixels, all_frames=True)
-        frames = [self.stylize(frame, **options) for frame in decoded.frames]
+        frames = [self._stylize_planned([frame], batch_size=1, plan=plan, feeds=feeds)[0] for frame in decoded.frames]
         fmt = fmt or output_format_for(decoded.format, None, animated=decoded.is_animated)
         return encode_image(frames, format=fmt, quality=quality, durations=decoded.durations, loop=decoded.loop)
 
@@ -600,6 +625,21 @@ class Stylizer:
                       style: StyleSpec | None = None, **steps: Unpack[StepKwargs]) -> list[ImageT]:
         """Stylize several images; same-size ones share calls of up to ``batch_size`` images. ``style`` and
         ``steps``: as in :meth:`stylize`."""
+        plan, feeds = self._plan_and_feeds(style, steps)
+        return self._stylize_planned(images, batch_size=batch_size, plan=plan, feeds=feeds)
+
+    def _plan_and_feeds(self, style: StyleSpec | None, steps: dict[str, Any]
+                        ) -> tuple[StepPlan, dict[str, np.ndarray] | None]:
+        """The steps around the network and the graph's style inputs: resolved once per call or stream."""
+        steps = dict(steps)
+        strength = 1.0
+        if self.sidecar.adain is not None:  # AdaIN: strength is alpha on features, not the pixel blend step
+            strength = float(steps.pop("strength", 1.0))
+        plan = StepPlan.of(**steps)
+        return plan, self.style_feeds(style, strength=strength)
+
+    def _stylize_planned(self, images: Sequence[ImageT], *, batch_size: int | None, plan: StepPlan,
+                         feeds: dict[str, np.ndarray] | None) -> list[ImageT]:
         bs = batch_size or self.batch_size
         max_shape = self._active().max_shape
         if max_shape is not None:
@@ -607,11 +647,6 @@ class Stylizer:
         if self.sidecar.profile is not None:  # also an ONNX graph whose batch is fixed (a foreign import)
             bs = min(bs, self.sidecar.profile.max[0])
         # decode → pre-steps → network (tiled or not) → post-steps → encode (nst_runtime.steps)
-        strength = 1.0
-        if self.sidecar.adain is not None:  # AdaIN: strength is alpha on features, not the pixel blend step
-            strength = float(steps.pop("strength", 1.0))  # type: ignore[misc]
-        plan = StepPlan.of(**steps)
-        feeds = self.style_feeds(style, strength=strength)
         planes = [_to_planes(im) for im in images]
         seen = [plan.before(rgb) for rgb, _ in planes]
         results: list[np.ndarray | None] = [None] * len(planes)
@@ -645,13 +680,12 @@ class Stylizer:
         warped along the input's optical flow, in order, after the other ``steps`` (as in :meth:`stylize`).
         ``style``: as in :meth:`stylize`."""
         bs = batch_size or self.batch_size
-        StepPlan.of(**steps)  # a bad option fails here, not in the pipeline's thread
-        weights = self.style_feeds(style, strength=float(steps.get("strength", 1.0)))  # likewise a bad style
-        if self.sidecar.style is not None and weights is not None:
-            style = next(iter(weights.values()))
+        # once per stream (a bad option or style fails here, not in the pipeline's thread): an AdaIN style
+        # image is read and encoded once, not per chunk
+        plan, feeds = self._plan_and_feeds(style, dict(steps))
         chunks = _chunked(iter(frames), bs)
-        stage = Stage("stylize", lambda chunk: (chunk, self.stylize_batch(chunk, batch_size=bs, style=style,
-                                                                            **steps)),
+        stage = Stage("stylize", lambda chunk: (chunk, self._stylize_planned(chunk, batch_size=bs, plan=plan,
+                                                                             feeds=feeds)),
                       workers=self.parallel_calls)
         smoother = TemporalSmoother(temporal) if temporal is not None else None
         for outcome in run_pipeline(chunks, [stage], depth=max(prefetch, self.parallel_calls)):
@@ -682,6 +716,17 @@ def _tiling_loader(
                                   gpu_required=False)
         return open_tiling_graph(path, providers=chosen, intra_op_threads=intra_op_threads,
                                  verify_hash=verify_hash)
+
+    return load
+
+
+def _style_graph_loader(*, verify_hash: bool, intra_op_threads: int | None) -> Callable[..., Any]:
+    """Opens an AdaIN model's style graph (:class:`nst_runtime.adain.StyleStatistics`) with these settings."""
+
+    def load(path: Path, **kwargs: Any) -> Any:
+        from .adain import StyleStatistics
+
+        return StyleStatistics(path, verify_hash=verify_hash, intra_op_threads=intra_op_threads, **kwargs)
 
     return load
 

@@ -23,7 +23,15 @@ from nst_runtime.images import encode_image, read_image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from .params import StylizeParams, error_body, http_status_for, parse_query, stylize_options
+from .params import (
+    StylizeParams,
+    error_body,
+    http_status_for,
+    parse_query,
+    refuse_style_paths,
+    split_upload,
+    stylize_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +106,8 @@ class StyleModel:
         self.name = name
         self.settings = settings
         self.stylizer = open_first(settings.paths, device=settings.device, threads=settings.threads,
-                                   max_batch=settings.max_batch, open_options=dict(settings.open_options))
+                                   max_batch=settings.max_batch,
+                                   open_options={"max_pixels": settings.max_pixels, **dict(settings.open_options)})
         self._network.set_max_batch_size(settings.max_batch)
         self._network.set_batch_wait_timeout_s(settings.batch_wait_s)
         self.latency = Histogram("nst_stylize_latency_ms", description="POST /v1/stylize time in the model "
@@ -143,6 +152,8 @@ class StyleModel:
 
     async def _stylize(self, body: bytes, params: StylizeParams) -> Outcome:
         try:
+            # an AdaIN model would read a text style as a server-side path: only uploaded style images
+            refuse_style_paths(dict(params.options), adain=self.stylizer.sidecar.adain is not None)
             # decode and encode run in threads: the event loop keeps batching and answering health checks
             decoded = await asyncio.to_thread(read_image, body, max_pixels=self.settings.max_pixels,
                                               all_frames=True, name="the uploaded image")
@@ -275,6 +286,14 @@ class Gateway:
         body = await self._read_body(request)
         if isinstance(body, Response):
             return body
+        try:
+            body, style = split_upload(body, request.headers.get("content-type"))
+            if style is not None:
+                if any(name == "style" for name, _ in params.options):
+                    raise UsageError("style given twice (query and form); send the style image in the form only.")
+                params = dataclasses.replace(params, options=tuple(sorted((*params.options, ("style", style)))))
+        except UsageError as exc:
+            return _error(400, error_body(exc))
         return await self._call(handle, body, params)
 
     async def _read_body(self, request: Request) -> bytes | Response:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nst_runtime.artifact import file_sha256
 from nst_runtime.atomic import atomic_write
 from nst_runtime.errors import NstError, UsageError
 from nst_runtime.images import DEFAULT_MAX_PIXELS, SUFFIX_BY_FORMAT
@@ -114,17 +115,9 @@ def verified(entry: dict[str, Any] | None, output: Path) -> bool:
     try:
         if not path.is_file() or path.stat().st_size != entry.get("bytes"):
             return False
-        return _sha256_file(path) == entry["sha256"]
+        return file_sha256(path) == entry["sha256"]
     except OSError:
         return False
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Manifest:
@@ -153,7 +146,9 @@ class StylizeActor:
                  max_pixels: int | None) -> None:
         from nst_runtime import Stylizer
 
-        self.stylizer = Stylizer.open(model, device=device, intra_op_threads=threads, **open_options)
+        # style images (AdaIN) get the pixel limit of the inputs
+        self.stylizer = Stylizer.open(model, device=device, intra_op_threads=threads,
+                                      **{"max_pixels": max_pixels, **open_options})
         self.stylize_options = stylize_options
         self.format, self.quality, self.max_pixels = format, quality, max_pixels
 
@@ -212,6 +207,7 @@ def stylize_on_ray(
     output = Path(output)
     manifest_path = output / MANIFEST_NAME
     open_artifact(model, verify_hash=bool((open_options or {}).get("verify_hash", True)))  # fail fast, exit 3
+    check_outputs(model, items, output, format=format, style=(open_options or {}).get("style"))
     done = read_manifest(manifest_path)
     todo = [it for it in items if not verified(done.get(it.display), output)]
     skipped = len(items) - len(todo)
@@ -235,6 +231,25 @@ def stylize_on_ray(
             ray.shutdown()
     return BatchJobReport(len(items), written, skipped, tuple(failures), manifest_path,
                          time.perf_counter() - start, plan, tuple(outputs))
+
+
+def check_outputs(model: str | os.PathLike[str], items: Sequence[RayItem], output: Path, *, format: str | None,
+                  style: Any = None) -> None:
+    """Before any work, as the plain command does: no output (nor the manifest) may replace an input, the
+    model, its sidecar or a style image, and ``output`` must be a folder that can be written."""
+    from nst_runtime.adain import style_image_files
+    from nst_runtime.images import output_format_for
+    from nst_runtime.outputs import ensure_writable_folder, refuse_replacing_inputs
+    from nst_runtime.sidecar import sidecar_path
+
+    suffixes = sorted({SUFFIX_BY_FORMAT[output_format_for(None, format)]} if format else
+                      set(SUFFIX_BY_FORMAT.values()))
+    refuse_replacing_inputs(
+        [model, sidecar_path(model), *style_image_files(model, style),
+         *(it.source for it in items if not is_uri(it.source))],
+        [output / MANIFEST_NAME, *(it.dst_stem.with_name(it.dst_stem.name + s) for it in items for s in suffixes)],
+        fix="choose another -o (a folder that holds no inputs, e.g. -o styled/)")
+    ensure_writable_folder(output)
 
 
 def _plan(device: str, actors: int | None, threads: int | None) -> ActorPoolPlan:

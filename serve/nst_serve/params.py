@@ -140,6 +140,43 @@ def parse_query(query: Mapping[str, str], options: Mapping[str, Callable[[str], 
     return StylizeParams(OUTPUT_FORMATS[fmt_text], quality, tuple(sorted(chosen.items())))
 
 
+def refuse_style_paths(options: Mapping[str, Any], *, adain: bool) -> None:
+    """An AdaIN model reads a text ``style`` as a file path: on a server that would read any local file a client
+    names. Such models take their style image as an upload (:func:`split_upload`), never as text; multi-style
+    models keep ``style=`` names, indices and weights."""
+    style = options.get("style")
+    if adain and style is not None and not isinstance(style, (bytes, bytearray)):
+        raise UsageError("style=: this model takes any style image, sent with the request, not named: POST "
+                         "multipart/form-data with the photo in the field 'image' and the style image in the "
+                         "field 'style' (curl -F image=@photo.jpg -F style=@painting.jpg URL).")
+
+
+def split_upload(body: bytes, content_type: str | None) -> tuple[bytes, bytes | None]:
+    """(the photo, the style image or None) of a request body: the body itself, or the ``image`` and ``style``
+    fields of a ``multipart/form-data`` body (AdaIN models take their style image this way).
+    :class:`UsageError` for a form without ``image``, with other fields, or with a field given twice."""
+    if not content_type or not content_type.lower().lstrip().startswith("multipart/form-data"):
+        return body, None
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+                                                   + body)
+    if not message.is_multipart():
+        raise UsageError("the multipart/form-data body has no parts (or no boundary); expected the fields 'image' "
+                         "and, for any-style models, 'style'.")
+    fields: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name not in ("image", "style") or name in fields:
+            raise UsageError(f"form field {name!r}: expected the fields 'image' (the photo) and 'style' (a style "
+                             "image, for any-style models), each once.")
+        fields[str(name)] = part.get_payload(decode=True) or b""
+    if not fields.get("image"):
+        raise UsageError("the form has no 'image' field (or it is empty); expected the photo there.")
+    return fields["image"], fields.get("style") or None
+
+
 def http_status_for(exc: BaseException) -> int:
     """413 over a size limit, 400 for a bad image or option, 500 for anything else."""
     if isinstance(exc, (ImageTooLargeError, MemoryError)):

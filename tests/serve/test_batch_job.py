@@ -140,3 +140,21 @@ def test_uri_inputs_are_read_by_ray_data(local_ray, onnx_fp32_path, photos, tmp_
     assert names == ["b.jpg", "c.png", "d.png", "e.webp", "f.name.with.dots.png", MANIFEST_NAME, "sub/a.png"]
     entries = read_manifest(tmp_path / "out" / MANIFEST_NAME)
     assert f"file://{sub / 'a.png'}" in entries
+
+
+def test_the_library_job_refuses_to_replace_inputs_or_write_a_file_before_ray_starts(onnx_fp32_path, photos,
+                                                                                        tmp_path, monkeypatch):
+    """stylize_folder_on_ray (not only the command) refuses an output folder that holds its inputs, and an
+    output that is a file, before any work: Ray is never started."""
+    import ray
+    from nst_runtime.errors import UsageError
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started before the output checks"))
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    with pytest.raises(UsageError, match="would replace that input"):
+        stylize_folder_on_ray(onnx_fp32_path, photos, photos, format="png")
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        stylize_folder_on_ray(onnx_fp32_path, photos, a_file)

@@ -206,3 +206,39 @@ def test_a_replica_opens_the_first_model_file_its_device_runs(tmp_path, onnx_fp3
     with pytest.raises(NstError, match="no model file of this model opens on this replica's device") as info:
         open_first((str(engine),), device="cpu", threads=1, max_batch=2, open_options={})
     assert str(engine) in str(info.value)
+
+
+def test_any_style_models_refuse_text_styles_and_take_uploaded_ones(tmp_path):
+    """An AdaIN model reads a text style as a path: on a server, any local file a client names. Refused; the
+    style image comes as an uploaded form field. Multi-style models keep their names and weights."""
+    from nst_serve.params import refuse_style_paths
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"x")
+    for text in (str(secret), "/etc/passwd", "a.jpg:0.5,b.jpg:0.5"):
+        with pytest.raises(UsageError, match="multipart/form-data"):
+            refuse_style_paths({"style": text}, adain=True)
+    refuse_style_paths({"style": b"\x89PNG..."}, adain=True)
+    refuse_style_paths({}, adain=True)
+    refuse_style_paths({"style": "mosaic:0.7,udnie:0.3"}, adain=False)
+
+
+def test_a_multipart_upload_splits_into_photo_and_style():
+    from nst_serve.params import split_upload
+
+    def form(*fields: tuple[str, bytes]) -> tuple[bytes, str]:
+        boundary = "XyZ123"
+        body = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for name, data in fields)
+        return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+    photo, style = b"\x89PNG photo \r\n bytes\x00\xff", b"\xff\xd8 style \r\n\r\n--not-a-boundary"
+    assert split_upload(*form(("image", photo), ("style", style))) == (photo, style)
+    assert split_upload(*form(("image", photo))) == (photo, None)
+    assert split_upload(photo, "image/png") == (photo, None)
+    assert split_upload(photo, None) == (photo, None)
+    for bad in (form(("style", style)), form(("image", photo), ("path", b"/etc/passwd")),
+                form(("image", photo), ("image", photo))):
+        with pytest.raises(UsageError):
+            split_upload(*bad)
