@@ -292,13 +292,52 @@ def check_source(path: Path) -> None:
 
 
 def _foreign_importer() -> Callable[[ExportOptions], list[Path]] | None:
-    """``nst_export.foreign.artifact_from_foreign_onnx(options) -> list[Path]`` where that importer exists: it
-    turns a foreign ONNX style network into nst artifacts under ``options.out_dir`` and returns what it wrote."""
+    """:func:`import_foreign` where the importer (``nst_export.foreign``) is installed: it turns a foreign ONNX
+    style network into nst artifacts under ``options.out_dir`` and returns what it wrote."""
     try:
-        from . import foreign
+        from . import foreign  # noqa: F401
     except ImportError:
         return None
-    return getattr(foreign, "artifact_from_foreign_onnx", None)
+    return import_foreign
+
+
+def import_foreign(options: ExportOptions) -> list[Path]:
+    """``nst-export FOREIGN.onnx``: the import (FP32, FP16), INT8 from the imported FP32 file (gated against it
+    on ONNX Runtime: there is no PyTorch model), then the same engine and Triton steps as a checkpoint's export."""
+    from .foreign import ForeignImport, onnx_from_foreign
+    from .parity import ParityTolerance
+    from .tensorrt_engine import validate_profile
+
+    try:
+        tolerance = ParityTolerance(fp32_max_abs_levels=options.fp32_tol, fp16_min_psnr_db=options.fp16_min_psnr)
+    except ValueError as exc:
+        raise UsageError(f"parity tolerance: {exc}.") from exc
+    if not options.onnx_only:
+        validate_profile(options.profile)  # fail on bad shapes before the import, not after
+    if options.int8 and options.style_input:
+        raise UsageError(f"--int8: {options.checkpoint} keeps a style input (--style-input {options.style_input}); "
+                         "INT8 calibration of a multi-style network is not implemented. Fix: import it without "
+                         "--int8 (FP32/FP16), or --bind its style input to one style.")
+    name = options.name or options.checkpoint.stem
+    out_dir = options.out_dir
+    imported = onnx_from_foreign(
+        options.checkpoint, out_dir / f"{name}.onnx",
+        fp16_out=out_dir / f"{name}.fp16.onnx" if options.fp16 else None, tolerance=tolerance,
+        options=ForeignImport(input_range=options.input_range, output_range=options.output_range,
+                              fixed_size=options.fixed_size, opset=options.opset, bind=dict(options.bind),
+                              style_input=options.style_input, style_names=options.style_names,
+                              require_tensorrt=not options.onnx_only))
+    written = [imported.fp32] + ([imported.fp16] if imported.fp16 is not None else [])
+    if options.int8:
+        from .int8 import Int8Options, int8_onnx_from_onnx
+
+        log.info("INT8 ONNX (QDQ), calibrated on %s, gated against %s", options.calibration_dir, imported.fp32)
+        written.append(int8_onnx_from_onnx(
+            imported.fp32, out_dir / f"{name}.int8.onnx", calibration_dir=options.calibration_dir,
+            options=Int8Options(method=options.calibration_method,  # type: ignore[arg-type]
+                                min_psnr_db=options.int8_min_psnr)))
+    deploy = imported.fp16 if imported.fp16 is not None else imported.fp32
+    return after_onnx(options, written, deploy, name=name)
 
 
 def run_foreign(options: ExportOptions) -> list[Path]:
@@ -397,8 +436,7 @@ def run(args: ExportOptions) -> list[Path]:
     from .fp16 import fp16_onnx_from_onnx
     from .onnx_export import onnx_from_checkpoint
     from .parity import ParityTolerance
-    from .tensorrt_engine import engine_from_onnx, validate_profile
-    from .triton import triton_repo_from_artifact
+    from .tensorrt_engine import validate_profile
 
     try:
         tolerance = ParityTolerance(fp32_max_abs_levels=args.fp32_tol, fp16_min_psnr_db=args.fp16_min_psnr)
@@ -469,13 +507,34 @@ def run(args: ExportOptions) -> list[Path]:
         tiling = tiling_onnx_from_checkpoint(args.checkpoint, out_dir / f"{name}.tiling.onnx", opset=args.opset)
         written.append(tiling)
         done(t0, tiling)
+    return after_onnx(args, written, deploy_onnx, name=name, begin=begin, done=done)
+
+
+def after_onnx(args: ExportOptions, written: Sequence[Path], deploy_onnx: Path, *, name: str,
+               begin: Callable[[str], float] | None = None, done: Callable[[float, Path], None] | None = None,
+               ) -> list[Path]:
+    """The steps after the ONNX files, one code path for a checkpoint's export, an AdaIN checkpoint's and a
+    foreign import: the TensorRT engine of ``deploy_onnx`` with every engine option (unless ``--onnx-only``),
+    then the Triton repository. Returns ``written`` plus the engine."""
+    from .tensorrt_engine import engine_from_onnx
+    from .triton import triton_repo_from_artifact
+
+    def _begin(what: str) -> float:
+        log.info("%s", what)
+        return time.perf_counter()
+
+    def _done(t0: float, path: Path) -> None:
+        log.info("      -> %s (%.1f s)", path, time.perf_counter() - t0)
+
+    begin, done = begin or _begin, done or _done
+    written = list(written)
     artifact = deploy_onnx
     if not args.onnx_only:
         t0 = begin("TensorRT engine")
         precision = "fp16" if args.fp16 else "fp32"
         try:
             artifact = engine_from_onnx(
-                deploy_onnx, out_dir / f"{name}.{precision}.engine", profile=profile,
+                deploy_onnx, args.out_dir / f"{name}.{precision}.engine", profile=args.profile,
                 timing_cache=args.timing_cache, optimization_level=args.builder_opt_level,
                 version_compatible=args.version_compatible, exclude_lean_runtime=args.exclude_lean_runtime,
                 workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None,
@@ -483,7 +542,7 @@ def run(args: ExportOptions) -> list[Path]:
         except BackendUnavailableError as exc:
             files = ", ".join(str(p) for p in written)
             raise BackendUnavailableError(
-                f"stopped at the engine step: {exc} The ONNX files were written and passed the parity gate: "
+                f"stopped at the engine step: {exc} The ONNX files were written and passed their checks: "
                 f"{files}."
             ) from exc
         written.append(artifact)
@@ -499,7 +558,6 @@ def run_adain(args: ExportOptions, *, tolerance: Any) -> list[Path]:
     """An AdaIN checkpoint: the stylize graph (FP32, FP16) and the style graph (nst_export.adain_export), then the
     engine of the stylize graph where TensorRT is here."""
     from .adain_export import adain_onnx_from_checkpoint
-    from .tensorrt_engine import engine_from_onnx
 
     refused = [flag for flag, on in (("--int8", args.int8), ("--triton-repo", args.triton_repo)) if on]
     if refused:
@@ -510,20 +568,7 @@ def run_adain(args: ExportOptions, *, tolerance: Any) -> list[Path]:
     written = adain_onnx_from_checkpoint(args.checkpoint, args.out_dir / f"{name}.onnx", opset=args.opset,
                                          fp16_out=args.out_dir / f"{name}.fp16.onnx" if args.fp16 else None,
                                          tolerance=tolerance)
-    if not args.onnx_only:
-        precision = "fp16" if args.fp16 else "fp32"
-        deploy = written[-1]
-        try:
-            written.append(engine_from_onnx(
-                deploy, args.out_dir / f"{name}.{precision}.engine", profile=args.profile,
-                timing_cache=args.timing_cache, optimization_level=args.builder_opt_level,
-                version_compatible=args.version_compatible, exclude_lean_runtime=args.exclude_lean_runtime,
-                workspace_bytes=int(args.workspace_gib * (1 << 30)) if args.workspace_gib else None))
-        except BackendUnavailableError as exc:
-            files = ", ".join(str(p) for p in written)
-            raise BackendUnavailableError(f"stopped at the engine step: {exc} The ONNX files were written and "
-                                          f"passed their checks: {files}.") from exc
-    return written
+    return after_onnx(args, written, written[-1], name=name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,11 +19,12 @@ runtime, TensorRT, ``nst-info``) can tell the difference:
 4. **compose** (:func:`deploy_model_from_foreign`): uint8 NHWC RGB in -> cast, layout, scale to the network's
    input range, reflection pad to the network's size multiple -> the foreign graph, unchanged -> crop, scale
    from its output range, clamp, round, layout, cast -> uint8 NHWC out. For a graph that cannot take other sizes,
-   ``fixed_size=True`` composes resize-in / resize-out around it instead (bilinear with antialiasing in, bilinear
-   out): it runs on any image size, at the network's native resolution;
+   ``fixed_size=True`` composes resize-in / resize-out around it instead (bilinear in and out, without
+   antialiasing, which TensorRT's Resize lacks): it runs on any image size, at the network's native resolution;
 5. **gate**: parity against the **original file** on ONNX Runtime (within 1 uint8 level in FP32; PSNR for FP16) at
    its native shape, and at other sizes against the same graph with only its input dims declared dynamic;
-   the TensorRT lint where ``nst_export.trt_lint`` is present; then the sidecar (a graph whose batch is fixed
+   the TensorRT lint of every precision written (fatal unless ``require_tensorrt=False``, ``--onnx-only``:
+   then recorded and warned about); then the sidecar (a graph whose batch is fixed
    records it as the sidecar's ``profile``, and the runtime sends it one image per call).
 
 Value ranges: :class:`ForeignImport` carries ``input_range``/``output_range`` (e.g. ``(0, 1)`` for exports that
@@ -87,6 +88,10 @@ FP16_OPS_WITH_DECOMPOSED_NORM = frozenset({"Conv", "ConvTranspose", "Relu", "Lea
 Layout = Literal["NCHW", "NHWC"]
 
 
+#: ONNX Runtime's log severity for probe sessions: 4 (fatal only); a probe's expected failure is no error
+PROBE_LOG_SEVERITY = 4
+
+
 @dataclass(frozen=True)
 class ForeignImport:
     """How to read a foreign network's image tensors (what the file itself does not say)."""
@@ -104,6 +109,9 @@ class ForeignImport:
     style_input: str | None = None
     #: names of its styles, in order (``--style-names``; default: the indices)
     style_names: tuple[str, ...] = ()
+    #: a graph TensorRT's ONNX parser would refuse (``nst_export.trt_lint``) is an error; False
+    #: (``--onnx-only``): recorded in the sidecar and warned about, the artifact is for ONNX Runtime
+    require_tensorrt: bool = True
 
     def __post_init__(self) -> None:
         for name in ("input_range", "output_range"):
@@ -519,10 +527,12 @@ def relaxed(model: Any, graph: ForeignGraph, *, batch: bool = True, hw: bool = T
 
 
 def _session(model: Any) -> Any:
+    """A CPU session for probing: a probe that fails is an expected outcome (reported by nst in its own words),
+    so ONNX Runtime logs nothing, not even its errors (severity 4: fatal only)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = PROBE_LOG_SEVERITY
     return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -687,7 +697,7 @@ def deploy_model_from_foreign(model: Any, graph: ForeignGraph, options: ForeignI
     x = w.affine(x, (0.0, 255.0), options.input_range)
     if fixed:
         w.node("Resize", [x, "", "", w.const(list(graph.native_hw or ()))], output=src_in, axes=[h_ax, w_ax],
-               mode="linear", antialias=1)
+               mode="linear", antialias=0)  # TensorRT's Resize has no antialiasing (trt_lint rule)
     elif graph.size_multiple > 1:
         mult = w.const([graph.size_multiple] * 2)
         pad_hw = w.node("Mod", [w.node("Sub", [mult, w.node("Mod", [hw, mult])]), mult])
@@ -952,7 +962,9 @@ class ForeignResult:
     parity: ParityReport
     fp16: Path | None = None
     fp16_parity: ParityReport | None = None
+    #: what TensorRT's parser would refuse in each file (empty: nothing; only with require_tensorrt=False)
     lint: list[str] = field(default_factory=list)
+    fp16_lint: list[str] = field(default_factory=list)
 
 
 def onnx_from_foreign(
@@ -1011,11 +1023,13 @@ def onnx_from_foreign(
     graph = dataclasses.replace(graph, min_size=_min_size(deploy, graph, deploy_feeds(checks[0][1])))
     reference_name = f"original ONNX {source.name} (sha256 {graph.sha256[:12]}…, onnxruntime CPU)"
     shapes = parity_shapes_for(graph, graph.min_size, parity_shapes)
-    lint = _trt_lint(deploy)
     written: list[tuple[Any, Path, str]] = [(deploy, out, "fp32")]
     if fp16_out is not None:
         written.append((fp16_model_from_foreign(deploy, dynamic_batch=graph.dynamic_batch, styles=styles),
                         Path(fp16_out), "fp16"))
+    lints = {precision: _trt_lint(proto, label=f"{source.name} imported ({precision.upper()})",
+                                  fatal=options.require_tensorrt)
+             for proto, _path, precision in written}
     style_meta = None
     if styles is not None:
         from nst_runtime.sidecar import StyleInput
@@ -1046,7 +1060,8 @@ def onnx_from_foreign(
                                 checkpoint_sha256=None, onnx_sha256=fp32_sha, parity=report,
                                 architecture=f"foreign-onnx ({graph.producer})")
             meta = dataclasses.replace(meta, min_size=graph.min_size, profile=_fixed_batch_profile(graph),
-                                       source={**graph.source_record(mode), "tensorrt_lint": lint, **imported,
+                                       source={**graph.source_record(mode), "tensorrt_lint": lints[precision],
+                                               **imported,
                                                **dict(source_extra or {})}, style=style_meta)
             publish(tmp, path, meta)
             reports[precision] = report
@@ -1055,7 +1070,7 @@ def onnx_from_foreign(
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     return ForeignResult(fp32=out, graph=graph, parity=reports["fp32"], fp16=Path(fp16_out) if fp16_out else None,
-                         fp16_parity=reports.get("fp16"), lint=lint)
+                         fp16_parity=reports.get("fp16"), lint=lints["fp32"], fp16_lint=lints.get("fp16", []))
 
 
 def _merged_report(reports: Sequence[ParityReport], reference: str, styles: Sequence[str]) -> ParityReport:
@@ -1081,18 +1096,21 @@ def _fixed_batch_profile(graph: ForeignGraph) -> Any:
     return ShapeProfile(min=(n, graph.min_size, graph.min_size), opt=(n, *opt), max=(n, 1 << 15, 1 << 15))
 
 
-def _trt_lint(model: Any) -> list[str]:
-    """What TensorRT's ONNX parser would refuse (``nst_export.trt_lint``); recorded in the sidecar, and an engine
-    build from the file refuses it there. An ONNX artifact still runs on ONNX Runtime, so it is a warning here."""
-    try:
-        from .trt_lint import tensorrt_lint
-    except ImportError:  # an installation without the lint module skips it
-        log.info("TensorRT lint skipped: nst_export.trt_lint is not in this installation")
-        return []
+def _trt_lint(model: Any, *, label: str, fatal: bool) -> list[str]:
+    """What TensorRT's ONNX parser would refuse (``nst_export.trt_lint``): :class:`ModelFileError` when ``fatal``
+    (the rule of nst's own graphs), else each problem is warned about and returned for the sidecar (an
+    ``--onnx-only`` artifact still runs on ONNX Runtime; an engine build from it refuses it there)."""
+    from .trt_lint import check_tensorrt_compatible, tensorrt_lint
+
     has_norm = any(n.op_type == "InstanceNormalization" for n in model.graph.node)
+    if fatal:
+        check_tensorrt_compatible(model, label=label, expect_instance_norm=has_norm,
+                                  fix="import it with --onnx-only for ONNX Runtime only (the problems are then "
+                                      "recorded in its sidecar), or change the graph as the rule says")
+        return []
     problems = [str(p) for p in tensorrt_lint(model, expect_instance_norm=has_norm)]
     for problem in problems:
-        log.warning("TensorRT lint: %s", problem)
+        log.warning("%s: TensorRT lint (--onnx-only: recorded, not fatal): %s", label, problem)
     return problems
 
 
@@ -1102,57 +1120,3 @@ def is_foreign_onnx(path: str | os.PathLike[str]) -> bool:
 
     path = Path(path)
     return path.suffix.lower() == ".onnx" and not sidecar_path(path).is_file()
-
-
-def artifact_from_foreign_onnx(options: Any) -> list[Path]:
-    """``nst-export FOREIGN.onnx``: the import, then the same engine and Triton steps as a checkpoint's export.
-
-    ``options`` is ``nst_export.cli.ExportOptions``; its foreign-import fields (``fixed_size``, ``input_range``,
-    ``output_range``) default to a plain import where an older command line lacks them. Returns the files
-    written, in order.
-    """
-    from nst_runtime.errors import BackendUnavailableError
-
-    from .parity import ParityTolerance
-
-    try:
-        tolerance = ParityTolerance(fp32_max_abs_levels=options.fp32_tol, fp16_min_psnr_db=options.fp16_min_psnr)
-    except ValueError as exc:
-        raise UsageError(f"parity tolerance: {exc}.") from exc
-    if not options.onnx_only:
-        from .tensorrt_engine import validate_profile
-
-        validate_profile(options.profile)  # fail on bad shapes before the import, not after
-    name = options.name or Path(options.checkpoint).stem
-    out_dir = Path(options.out_dir)
-    imported = onnx_from_foreign(
-        options.checkpoint, out_dir / f"{name}.onnx",
-        fp16_out=out_dir / f"{name}.fp16.onnx" if options.fp16 else None, tolerance=tolerance,
-        options=ForeignImport(input_range=tuple(getattr(options, "input_range", (0.0, 255.0))),
-                              output_range=tuple(getattr(options, "output_range", (0.0, 255.0))),
-                              fixed_size=bool(getattr(options, "fixed_size", False)), opset=options.opset,
-                              bind=dict(getattr(options, "bind", None) or {}),
-                              style_input=getattr(options, "style_input", None),
-                              style_names=tuple(getattr(options, "style_names", None) or ())))
-    written = [imported.fp32] + ([imported.fp16] if imported.fp16 is not None else [])
-    artifact = written[-1]
-    if not options.onnx_only:
-        from .tensorrt_engine import engine_from_onnx
-
-        precision = "fp16" if options.fp16 else "fp32"
-        try:
-            artifact = engine_from_onnx(
-                artifact, out_dir / f"{name}.{precision}.engine", profile=options.profile,
-                timing_cache=options.timing_cache, optimization_level=options.builder_opt_level,
-                version_compatible=options.version_compatible,
-                workspace_bytes=int(options.workspace_gib * (1 << 30)) if options.workspace_gib else None)
-        except BackendUnavailableError as exc:
-            files = ", ".join(str(p) for p in written)
-            raise BackendUnavailableError(f"stopped at the engine step: {exc} The imported ONNX files were written "
-                                          f"and passed the parity gate: {files}.") from exc
-        written.append(artifact)
-    if options.triton_repo:
-        from .triton import triton_repo_from_artifact
-
-        triton_repo_from_artifact(artifact, options.triton_repo, name=name)
-    return written

@@ -383,9 +383,11 @@ def format_problems(problems: Iterable[Problem]) -> str:
     return "\n".join(str(p) for p in problems)
 
 
-def check_tensorrt_compatible(model: Any, *, label: str, expect_instance_norm: bool = True) -> None:
+def check_tensorrt_compatible(model: Any, *, label: str, expect_instance_norm: bool = True,
+                              fix: str | None = None) -> None:
     """Raise :class:`ModelFileError` (one line: the first problem, naming its node and rule, and how many more)
-    unless :func:`tensorrt_lint` finds nothing. Every problem is logged at debug level."""
+    unless :func:`tensorrt_lint` finds nothing. Every problem is logged at debug level. ``fix``: the advice
+    (default: nst's own graphs')."""
     problems = tensorrt_lint(model, expect_instance_norm=expect_instance_norm)
     if not problems:
         return
@@ -395,7 +397,7 @@ def check_tensorrt_compatible(model: Any, *, label: str, expect_instance_norm: b
            f"{', '.join(sorted({p.rule for p in problems[1:]}))})" if len(problems) > 1 else ""
     name = Path(label).name if isinstance(label, Path) else label
     raise ModelFileError(
-        f"{name}: TensorRT's ONNX parser would reject this graph: {problems[0]}{more}. Fix: export it with this "
-        "nst version (nst-export writes TensorRT-parseable graphs); for a graph of your own, change it as the "
-        "rule says."
+        f"{name}: TensorRT's ONNX parser would reject this graph: {problems[0]}{more}. Fix: "
+        + (fix or "export it with this nst version (nst-export writes TensorRT-parseable graphs); for a graph of "
+                  "your own, change it as the rule says") + "."
     )

@@ -346,3 +346,95 @@ def test_fixed_batch_artifact_takes_batches_one_image_at_a_time(tmp_path):
     with Stylizer.open(result.fp32, device="cpu") as s:
         together = s.stylize_batch(images, batch_size=3)
         assert all(np.array_equal(a, s.stylize(b)) for a, b in zip(together, images, strict=True))
+
+
+# ---------------------------------------------------------------------------------------- TensorRT lint, options
+def _cubic_graph(path, size: int = 24):
+    """The NHWC 0..1 network with a size-keeping cubic Resize: ONNX Runtime runs it, TensorRT's parser does not
+    (Resize mode cubic: trt_lint rule attribute)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(_nhwc_unit_range_graph(path, size)))
+    nodes = list(model.graph.node)
+    relu = next(i for i, n in enumerate(nodes) if n.op_type == "Relu")
+    nodes[relu].output[0] = "r0"
+    nodes.insert(relu + 1, helper.make_node("Resize", ["r0", "", "ones"], ["r"], mode="cubic", name="cubic"))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(4, np.float32), "ones"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_graph_tensorrt_would_refuse_is_fatal_unless_onnx_only(tmp_path):
+    """Every precision written is linted: without --onnx-only the import fails before writing anything; with it
+    (require_tensorrt=False) each file records its own problems."""
+    from nst_export.foreign import ForeignImport, onnx_from_foreign
+    from nst_runtime.errors import ModelFileError
+    from nst_runtime.sidecar import read_sidecar
+
+    src = _cubic_graph(tmp_path / "cubic.onnx")
+    ranges = {"input_range": (0.0, 1.0), "output_range": (0.0, 1.0)}
+    with pytest.raises(ModelFileError, match=r"TensorRT's ONNX parser would reject.*cubic.*--onnx-only"):
+        onnx_from_foreign(src, tmp_path / "a.onnx", options=ForeignImport(**ranges))
+    assert not list(tmp_path.glob("a.*"))
+    result = onnx_from_foreign(src, tmp_path / "b.onnx", fp16_out=tmp_path / "b.fp16.onnx",
+                               options=ForeignImport(**ranges, require_tensorrt=False))
+    assert any("cubic" in p for p in result.lint) and any("cubic" in p for p in result.fp16_lint)
+    for name in ("b.onnx", "b.fp16.onnx"):
+        assert any("cubic" in p for p in read_sidecar(tmp_path / name).source["tensorrt_lint"])
+
+
+def test_fixed_size_import_passes_the_tensorrt_lint_and_probes_quietly(tmp_path, capfd):
+    """The resize-in is TensorRT-parseable (no antialiasing), and the probes that fail on a fixed-size graph
+    leave ONNX Runtime's error log silent (nst explains the reason itself)."""
+    import onnx
+    from nst_export.foreign import ForeignImport, onnx_from_foreign
+    from nst_export.trt_lint import tensorrt_lint
+    from nst_runtime.sidecar import read_sidecar
+
+    src = _fixed_reshape_graph(tmp_path / "fixed.onnx")
+    capfd.readouterr()
+    result = onnx_from_foreign(src, tmp_path / "fixed.nst.onnx", fp16_out=tmp_path / "fixed.nst.fp16.onnx",
+                               options=ForeignImport(fixed_size=True))
+    err = capfd.readouterr().err
+    assert "onnxruntime" not in err.lower() and "[E:" not in err, err[-2000:]
+    assert result.lint == [] and result.fp16_lint == []
+    assert read_sidecar(result.fp32).source["tensorrt_lint"] == []
+    assert tensorrt_lint(onnx.load(str(result.fp32)), expect_instance_norm=False) == []
+
+
+def test_foreign_import_passes_every_engine_option_to_the_builder(tmp_path, capsys, fake_trt):
+    """The foreign path shares the engine step with checkpoints: --version-compatible --exclude-lean-runtime
+    reach the builder and the engine's sidecar."""
+    from nst_export.cli import main
+    from nst_runtime.sidecar import read_sidecar
+
+    src = _nhwc_unit_range_graph(tmp_path / "unit.onnx")
+    code = main([str(src), "-o", str(tmp_path / "out"), "--name", "m", "--input-range", "0,1", "--output-range",
+                 "0,1", "--version-compatible", "--exclude-lean-runtime", "--device", "cuda:0"])
+    assert code == 0, capsys.readouterr().err
+    assert fake_trt.builder_flags == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}
+    meta = read_sidecar(tmp_path / "out" / "m.fp32.engine")
+    assert meta.version_compatible and meta.exclude_lean_runtime
+
+
+def test_foreign_import_with_int8_writes_the_gated_int8_file(tmp_path, capsys):
+    """--int8 on a foreign file: calibrated on natural photos, gated against the imported FP32 file."""
+    from nst_export.cli import main
+    from nst_runtime.sidecar import read_sidecar
+    from PIL import Image
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        Image.fromarray(getattr(data, name)()).resize((64, 48)).save(photos / f"{name}.png")
+    src = _nhwc_unit_range_graph(tmp_path / "unit.onnx")
+    code = main([str(src), "-o", str(tmp_path / "out"), "--name", "m", "--input-range", "0,1", "--output-range",
+                 "0,1", "--onnx-only", "--int8", "--calibration-dir", str(photos)])
+    assert code == 0, capsys.readouterr().err
+    meta = read_sidecar(tmp_path / "out" / "m.int8.onnx")
+    assert meta.precision == "int8" and meta.parity["passed"]
+    assert "m.int8.onnx" in capsys.readouterr().out
