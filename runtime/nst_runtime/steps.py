@@ -28,7 +28,7 @@ from typing import Literal, TypedDict
 import numpy as np
 
 from .color import preserve_color as _preserve_color
-from .errors import UsageError
+from .errors import ImageTooLargeError, UsageError
 from .scale import UPSAMPLERS, Upsampler, check_scale, processed_size, resize_rgb, upsample
 from .strength import blend, check_strength
 
@@ -80,19 +80,29 @@ class StepOptions:
             raise UsageError(f"{exc}; the steps around the network take {known}.") from None
 
 
+#: bytes per pixel the processed image costs while held: the uint8 copy, the network's output and the resampling
+#: and tiling copies (float32 work buffers of the resize)
+HELD_BYTES_PER_PIXEL = 24
+
 PostStep = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class StepPlan:
     """The ordered steps for one set of options: ``before`` (input -> what the network sees) and ``after``
-    (network output -> result), each a list of ``(name, function)``."""
+    (network output -> result), each a list of ``(name, function)``.
+
+    ``max_pixels`` and ``memory_limit`` bound what the network sees: ``scale`` up to 4 makes 16x the pixels,
+    so the processed size is checked against the pixel limit of decoding and the memory budget (the image held
+    at that size, :data:`HELD_BYTES_PER_PIXEL`) before it is made."""
 
     options: StepOptions
     after: tuple[tuple[str, PostStep], ...]
+    max_pixels: int | None = None
+    memory_limit: int | None = None
 
     @classmethod
-    def of(cls, **kwargs: object) -> StepPlan:
+    def of(cls, *, max_pixels: int | None = None, memory_limit: int | None = None, **kwargs: object) -> StepPlan:
         options = StepOptions.of(**kwargs)
         after: list[tuple[str, PostStep]] = []
         if options.output_size == "input" and (options.scale != 1.0 or options.max_size is not None):
@@ -104,7 +114,7 @@ class StepPlan:
         if options.strength != 1.0:
             after.append(("strength", lambda styled, original, seen: blend(
                 _same_size(original, seen, styled), styled, options.strength)))
-        return cls(options, tuple(after))
+        return cls(options, tuple(after), max_pixels, memory_limit)
 
     @property
     def names(self) -> list[str]:
@@ -119,8 +129,30 @@ class StepPlan:
         """Pre-steps: the image the network sees."""
         if not self.scales:
             return rgb
-        size = processed_size(*rgb.shape[:2], scale=self.options.scale, max_size=self.options.max_size)
-        return resize_rgb(rgb, size)
+        return resize_rgb(rgb, self.processed_size(*rgb.shape[:2]))
+
+    def processed_size(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) the network sees for an ``h`` x ``w`` input; :class:`ImageTooLargeError` when that is over
+        ``max_pixels`` or the memory budget."""
+        size = (processed_size(h, w, scale=self.options.scale, max_size=self.options.max_size) if self.scales
+                else (h, w))
+        if self.scales:
+            self._check_processed(w, h, size)
+        return size
+
+    def _check_processed(self, w: int, h: int, size: tuple[int, int]) -> None:
+        ph, pw = size
+        pixels = ph * pw
+        over = []
+        if self.max_pixels is not None and pixels > self.max_pixels:
+            over.append(f"the limit of {self.max_pixels} pixels (max_pixels / --max-pixels)")
+        if self.memory_limit is not None and pixels * HELD_BYTES_PER_PIXEL > self.memory_limit:
+            over.append(f"what the memory budget of {self.memory_limit >> 20} MiB holds (memory_limit / "
+                        "--memory-limit)")
+        if over:
+            raise ImageTooLargeError(
+                f"{w}x{h} image at scale {self.options.scale:g}: the network would see {pw}x{ph} = {pixels} "
+                f"pixels, more than {' and '.join(over)}. Fix: a smaller --scale or a --max-size.")
 
     def finish(self, styled: np.ndarray, original: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Post-steps: ``styled`` is the network's output for ``seen``, the pre-stepped ``original``."""

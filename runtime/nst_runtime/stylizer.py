@@ -615,7 +615,7 @@ class Stylizer:
             raise UsageError(f"quality {quality!r}: expected an integer from 0 to 100 (JPEG/WebP; default 95).")
         fmt = output_format_for(None, format) if format else None  # refuse a bad format before the work
         style = options.pop("style", None)
-        plan, feeds = self._plan_and_feeds(style, options)  # once for every frame of an animation
+        plan, feeds = self._plan_and_feeds(style, options, max_pixels=max_pixels)  # once for all frames
         decoded = read_image(data, max_pixels=max_pixels, all_frames=True)
         frames = [self._stylize_planned([frame], batch_size=1, plan=plan, feeds=feeds)[0] for frame in decoded.frames]
         fmt = fmt or output_format_for(decoded.format, None, animated=decoded.is_animated)
@@ -628,14 +628,18 @@ class Stylizer:
         plan, feeds = self._plan_and_feeds(style, steps)
         return self._stylize_planned(images, batch_size=batch_size, plan=plan, feeds=feeds)
 
-    def _plan_and_feeds(self, style: StyleSpec | None, steps: dict[str, Any]
+    def _plan_and_feeds(self, style: StyleSpec | None, steps: dict[str, Any], *,
+                        max_pixels: int | Literal["default"] | None = "default",
                         ) -> tuple[StepPlan, dict[str, np.ndarray] | None]:
-        """The steps around the network and the graph's style inputs: resolved once per call or stream."""
+        """The steps around the network and the graph's style inputs: resolved once per call or stream. The
+        size the network sees (``scale`` up to 4) is bounded by ``max_pixels`` (default :attr:`max_pixels`) and
+        the memory budget."""
         steps = dict(steps)
         strength = 1.0
         if self.sidecar.adain is not None:  # AdaIN: strength is alpha on features, not the pixel blend step
             strength = float(steps.pop("strength", 1.0))
-        plan = StepPlan.of(**steps)
+        plan = StepPlan.of(**steps, max_pixels=self.max_pixels if max_pixels == "default" else max_pixels,
+                           memory_limit=self.memory_limit)
         return plan, self.style_feeds(style, strength=strength)
 
     def _stylize_planned(self, images: Sequence[ImageT], *, batch_size: int | None, plan: StepPlan,

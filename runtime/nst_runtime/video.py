@@ -119,7 +119,8 @@ def stylize_video(
 
     av = _av()
     src, dst = Path(src), Path(dst)
-    plan = StepPlan.of(**steps)
+    # the size the network sees (scale up to 4) gets the frames' pixel limit and the budget, before any frame
+    plan = StepPlan.of(**steps, max_pixels=max_pixels, memory_limit=stylizer.memory_limit)
     codec = codec or _CODEC_BY_SUFFIX.get(dst.suffix.lower())
     if codec is None or dst.suffix.lower() not in _CODEC_BY_SUFFIX:
         raise MediaError(f"{dst}: expected a video suffix ({', '.join(VIDEO_SUFFIXES)}) for the output.")
@@ -140,8 +141,9 @@ def stylize_video(
             ain = inp.streams.audio[0] if inp.streams.audio else None
             width, height = vin.codec_context.width, vin.codec_context.height
             _check_frame_pixels(src, width, height, max_pixels)
+            processed = plan.processed_size(height, width)
             if plan.options.output_size == "processed":
-                height, width = plan.before(np.zeros((height, width, 3), np.uint8)).shape[:2]
+                height, width = processed
             with av.open(tmp, "w", format=_container_format(dst)) as out:
                 rate = vin.average_rate or vin.guessed_rate or 25
                 vout = out.add_stream(codec, rate=rate)

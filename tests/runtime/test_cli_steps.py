@@ -120,3 +120,49 @@ def test_nst_info_script_is_installed():
         pytest.skip("the nst-info script is not installed in this environment (pip install -e .)")
     res = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "exit codes" in res.stdout
+
+
+def test_scale_is_checked_against_the_pixel_limit_and_budget_before_the_network(vivid_onnx, photo, tmp_path):
+    """--scale up to 4 makes 16x the pixels: the processed size gets --max-pixels and the memory budget, for
+    images, bytes and video, before anything is enlarged."""
+    from nst_runtime import Stylizer
+    from nst_runtime.errors import ImageTooLargeError
+    from nst_runtime.steps import StepPlan
+
+    with pytest.raises(ImageTooLargeError, match="would see 40x40"):
+        StepPlan.of(scale=4, max_pixels=1599).before(np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ImageTooLargeError, match="memory budget"):
+        StepPlan.of(scale=4, memory_limit=1000).before(np.zeros((10, 10, 3), np.uint8))
+    assert StepPlan.of(scale=4, max_pixels=1600).before(np.zeros((10, 10, 3), np.uint8)).shape == (40, 40, 3)
+    # 60x84 = 5040 pixels pass a limit of 6000; at scale 4 they would be 80640
+    assert _run([vivid_onnx, photo, "-o", tmp_path / "x4.png", "--device", "cpu", "--scale", "4",
+                 "--max-pixels", "6000", "-q"]) == 4
+    assert not (tmp_path / "x4.png").exists()
+    with Stylizer.open(vivid_onnx, device="cpu", backend="onnxruntime", max_pixels=6000) as s:
+        rgb = np.asarray(Image.open(photo))
+        with pytest.raises(ImageTooLargeError):
+            s.stylize(rgb, scale=4)
+        with pytest.raises(ImageTooLargeError):
+            s.stylize_bytes(photo.read_bytes(), max_pixels=6000, scale=4)
+        with pytest.raises(ImageTooLargeError):
+            list(s.stylize_frames([rgb], scale=4))
+        assert s.stylize(rgb, scale=1.05).shape == rgb.shape  # 88x63 = 5544 pixels
+
+
+def test_a_scaled_video_over_the_pixel_limit_stops_before_any_frame(vivid_onnx, tmp_path):
+    av = pytest.importorskip("av")
+    from nst_runtime import Stylizer
+    from nst_runtime.errors import ImageTooLargeError
+    from nst_runtime.video import stylize_video
+
+    src = tmp_path / "in.mp4"
+    with av.open(str(src), "w") as c:
+        vs = c.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(2):
+            c.mux(vs.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")))
+        c.mux(vs.encode(None))
+    with Stylizer.open(vivid_onnx, device="cpu", backend="onnxruntime", max_pixels=None) as s:
+        with pytest.raises(ImageTooLargeError, match="scale 4"):
+            stylize_video(s, src, tmp_path / "out.mp4", max_pixels=64 * 48 * 2, scale=4)
+    assert not (tmp_path / "out.mp4").exists()
