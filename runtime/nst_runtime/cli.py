@@ -486,29 +486,20 @@ def _run_sheet(args: Sequence[Path], output: Path, *, pull: bool, device: Device
     return 0
 
 
-#: the Ray Data job behind --ray lives in the serve stage (nst[serve]); imported only when --ray is given
-RAY_JOB = "nst_serve.batch_job:stylize_on_ray"
-
-
 def _run_on_ray(address: str, *, model: Path, job_list: Sequence[Job], output: Path, device: Device,
                 threads: int | None, quiet: bool, progress: bool, format_: str | None, quality: int,
                 max_pixels: int | None, stylize_options: dict[str, Any], open_options: dict[str, Any]) -> int:
     """The images of ``job_list`` as a Ray Data job: the same outputs, names, failure list and exit code."""
-    import importlib
-
-    from .options import missing_module_error
+    from .plugins import FOLDER_RUNNERS, load_plugin
 
     odd = [job.src for job in job_list if is_video(job.src) or job.exact is not None]
     if odd:
         raise UsageError(f"--ray stylizes folders of images into an output folder; {odd[0]} is a video or a "
                          "single named output. Fix: run videos and single files without --ray.")
-    module_name, _, attribute = RAY_JOB.partition(":")
-    try:
-        job_module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise missing_module_error(exc, prog="nst-stylize --ray", extra="serve") from exc
-    items = [job_module.RayItem(str(job.src), str(job.src), job.dst_stem) for job in job_list]
-    report = getattr(job_module, attribute)(
+    # the Ray Data job lives in the serve stage, which registers it (pyproject's nst.folder_runners)
+    run_folder = load_plugin(FOLDER_RUNNERS, "ray", what="nst-stylize --ray", extra="serve")
+    items = [(str(job.src), str(job.src), job.dst_stem) for job in job_list]
+    report = run_folder(
         model, items, output, format=format_, quality=quality, max_pixels=max_pixels, device=device.kind,
         threads=threads, open_options=open_options, stylize_options=stylize_options, address=address or None,
         progress=progress)

@@ -179,7 +179,7 @@ class StylizeActor:
 # --------------------------------------------------------------------------------------------- the job
 def stylize_on_ray(
     model: str | os.PathLike[str],
-    items: Sequence[RayItem],
+    items: Sequence[RayItem | tuple[str, str, Path]],
     output: str | os.PathLike[str],
     *,
     format: str | None = None,
@@ -205,6 +205,8 @@ def stylize_on_ray(
 
     start = time.perf_counter()
     output = Path(output)
+    # (source, display, dst_stem) tuples too: nst-stylize --ray calls this through its registration
+    items = [it if isinstance(it, RayItem) else RayItem(str(it[0]), str(it[1]), Path(it[2])) for it in items]
     manifest_path = output / MANIFEST_NAME
     open_artifact(model, verify_hash=bool((open_options or {}).get("verify_hash", True)))  # fail fast, exit 3
     check_outputs(model, items, output, format=format, style=(open_options or {}).get("style"))

@@ -113,23 +113,50 @@ def test_a_killed_pull_is_swept_by_the_next(zoo, use_catalog):
     assert sorted(p.name for p in root.iterdir()) == ["tiny"]
 
 
-def test_without_the_export_stage_pulling_says_which_extra(zoo, monkeypatch, use_catalog, snapshot):
-    import importlib
+@pytest.mark.parametrize("how", ["not registered", "registered but not loadable"])
+def test_without_the_export_stage_pulling_says_which_extra(zoo, monkeypatch, use_catalog, snapshot, how):
+    """The runtime finds the export stage's import through its registration (entry point group nst.importers),
+    never by module name: without it, one line naming nst[export]."""
+    from importlib import metadata
 
     from nst_runtime.models import pull_model
 
-    real = importlib.import_module
+    real = metadata.entry_points
 
-    def no_export(name, *args):
-        if name.startswith("nst_export"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name="onnx")
-        return real(name, *args)
+    def entry_points(**kw):
+        found = real(**kw)
+        if kw.get("group") != "nst.importers":
+            return found
+        if how == "not registered":
+            return []
+        return [metadata.EntryPoint(ep.name, "nst_export_absent_here.foreign", ep.group) for ep in found]
 
-    monkeypatch.setattr(importlib, "import_module", no_export)
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
     with pytest.raises(BackendUnavailableError) as info:
         pull_model("tiny")
     assert "pip install 'nst[export]'" in str(info.value) and "\n" not in str(info.value)
     assert snapshot(use_catalog.home) == {}
+
+
+def test_the_runtime_names_no_module_of_the_stages_above_it():
+    """Layering: nst_runtime reaches the export and serve stages only through their registrations
+    (nst_runtime.plugins), except the nst umbrella command's table of subcommands."""
+    import re
+    from pathlib import Path
+
+    import nst_runtime
+
+    root = Path(nst_runtime.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name == "commands.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(r"(import\s+|from\s+)nst_(export|serve|train|bench)\b|[\"']nst_(export|serve|train|bench)[.:]",
+                         code):
+                offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert offenders == []
 
 
 def test_names_resolve_only_from_the_cache_unless_pull(zoo, tmp_path, monkeypatch):
@@ -190,3 +217,35 @@ def test_add_an_nst_artifact_and_a_foreign_file_of_ones_own(zoo, tiny_onnx, tmp_
     assert remove_model("wave") == own.folder and not own.folder.exists()
     with pytest.raises(UsageError, match="not in the cache"):
         remove_model("wave")
+
+
+def _adain_pair_writer():
+    """tests/runtime/test_adain_runtime.py's hand-built AdaIN pair (two small graphs with sidecars)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "runtime" / "test_adain_runtime.py"
+    spec = importlib.util.spec_from_file_location("_adain_pair", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_adain_pair
+
+
+def test_add_an_adain_model_keeps_its_style_graph(use_catalog, tmp_path):
+    from nst_runtime import Stylizer
+    from nst_runtime.models import add_model
+    from nst_runtime.sidecar import read_sidecar, sidecar_path
+    from PIL import Image
+
+    model = _adain_pair_writer()(tmp_path / "export", "painter")
+    added = add_model(model, "any-style")
+    graph = added.folder / read_sidecar(added.artifact).adain.style_graph
+    assert graph.name == "painter.style.onnx" and sidecar_path(graph).is_file()
+    assert graph.read_bytes() == model.with_name("painter.style.onnx").read_bytes()
+    style = tmp_path / "style.png"
+    Image.fromarray(np.full((12, 12, 3), 100, np.uint8)).save(style)
+    with Stylizer.open("any-style", device="cpu", backend="onnxruntime") as s:
+        assert s.stylize(np.zeros((8, 8, 3), np.uint8), style=str(style))[0, 0, 0] == 100
+    model.with_name("painter.style.onnx").unlink()
+    with pytest.raises(ModelFileError, match=r"style graph painter\.style\.onnx is not beside it"):
+        add_model(model, "lone")

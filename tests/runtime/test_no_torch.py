@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 
-FORBIDDEN = ("torch", "onnx", "nst_train", "nst_export", "nst_bench", "tensorrt", "tensorrt_lean")
+FORBIDDEN = ("torch", "onnx", "nst_train", "nst_export", "nst_bench", "nst_serve", "ray", "tensorrt", "tensorrt_lean")
 
 SCRIPT = """
 import json, sys
 import numpy as np
-import nst_runtime, nst_runtime.cli, nst_runtime.video, nst_runtime.tensorrt_backend
+import nst_runtime, nst_runtime.cli, nst_runtime.video, nst_runtime.tensorrt_backend, nst_runtime.models.store
 after_import = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})
 heavy_on_import = sorted(m for m in ('onnxruntime', 'openvino', 'av') if m in sys.modules)
 with nst_runtime.Stylizer.open(sys.argv[1], device='cpu', backend=sys.argv[2]) as s:

@@ -226,7 +226,8 @@ _EXPORT_MODULES = ("onnx", "onnxruntime", "torch")
 
 
 def _export_stage(what: str) -> Any:
-    """``nst_export.foreign``, or one line before any work: pulling imports with the export stage."""
+    """The export stage's foreign-ONNX import (registered as ``nst.importers:onnx``), or one line before any
+    work: pulling imports with the export stage."""
     import importlib.util
 
     def missing(name: str) -> bool:
@@ -239,11 +240,14 @@ def _export_stage(what: str) -> Any:
     try:
         if absent:
             raise ModuleNotFoundError(absent[0], name=absent[0])
-        return importlib.import_module("nst_export.foreign")
     except ModuleNotFoundError as exc:
         raise BackendUnavailableError(
             f"{what} imports the network with nst's export stage (parity gate, FP16), which is not installed "
             f"here (missing {exc.name!r}). Fix: pip install 'nst[export]'.") from None
+    from ..plugins import IMPORTERS, load_plugin
+
+    # the export stage registers its foreign-ONNX import (pyproject's nst.importers): the runtime names no module
+    return load_plugin(IMPORTERS, "onnx", what=f"{what} (importing the network: parity gate, FP16)", extra="export")
 
 
 def _fix_by_hand(entry: CatalogEntry, file: CatalogFile) -> str:
@@ -410,6 +414,10 @@ def add_model(file: str | os.PathLike[str], name: str, *, force: bool = False, l
                 if src.is_file() and sidecar_path(src).is_file():
                     shutil.copyfile(src, staging / f"{name}{suffix}")
                     shutil.copyfile(sidecar_path(src), sidecar_path(staging / f"{name}{suffix}"))
+            if meta.adain is not None:  # its sidecar names the style graph: copied under that exact name
+                graph = _style_graph_of(source, meta.adain.style_graph, taken={p.name for p in staging.iterdir()})
+                shutil.copyfile(graph, staging / graph.name)
+                shutil.copyfile(sidecar_path(graph), sidecar_path(staging / graph.name))
             sha = meta.source.get("sha256") if meta.source else None
             record = {"name": name, "title": name, "kind": "added", "source": f"nst artifact {source.name}",
                       "license": license or meta.source.get("license", "unknown"), "styles": styles,
@@ -436,6 +444,23 @@ def add_model(file: str | os.PathLike[str], name: str, *, force: bool = False, l
             model.record["styles"] = list(meta.style.names) if meta.style else [name]
             _write_json(staging / ENTRY_FILE, model.record)
         return _publish(staging, root, model, force=force)
+
+
+def _style_graph_of(model: Path, style_graph: str, *, taken: set[str]) -> Path:
+    """An AdaIN model's style graph beside ``model``, checked like the model (sidecar, role, hash); its name
+    must be a bare file name that no other file of the model takes."""
+    from ..artifact import open_artifact
+
+    if (not style_graph or style_graph in (".", "..") or Path(style_graph).name != style_graph
+            or "\\" in style_graph or style_graph in taken or not style_graph.lower().endswith(".onnx")):
+        raise ModelFileError(f"{model}: its sidecar names the style graph {style_graph!r}; expected a bare .onnx "
+                             "file name beside the model. Fix: re-export the AdaIN checkpoint with nst-export.")
+    graph = model.with_name(style_graph)
+    if not graph.is_file():
+        raise ModelFileError(f"{model}: its style graph {style_graph} is not beside it; an AdaIN model is two files "
+                             "(NAME.onnx and NAME.style.onnx, with sidecars). Fix: add from the folder that holds "
+                             "both.")
+    return open_artifact(graph, verify_hash=True, role="adain-style").path
 
 
 def remove_model(name: str, *, home: str | os.PathLike[str] | None = None) -> Path:
