@@ -61,18 +61,9 @@ def photos() -> tuple[list[np.ndarray], list[tuple[str, np.ndarray]]]:
 
 
 def seeded_net():
-    import torch
-    from nst_train.model import TransformerNet
+    from nst_train.samples import vivid_random_net
 
-    torch.manual_seed(0)
-    net = TransformerNet().eval()
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.split(".")[-2].startswith("in"):
-                p.add_(torch.randn_like(p) * 0.3)
-        net.deconv3.conv2d.weight.mul_(180.0)
-        net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
-    return net
+    return vivid_random_net(0)
 
 
 class Network:

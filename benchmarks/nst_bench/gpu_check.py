@@ -80,6 +80,8 @@ class CheckConfig:
     throughput_steps: int = 40
     throughput_size: int = 256
     bench_budget_s: float = 2.0
+    #: seconds per library of nst-bench's SGEMM roof measurement on a CPU (at the start and the end of the run)
+    sgemm_seconds: float = 1.0
     #: nst-bench backends of the bench step (empty: every feed-forward backend but torch.compile)
     bench_backends: tuple[str, ...] = ()
     parity_sizes: tuple[tuple[int, int], ...] = ((256, 256), (512, 768), (1080, 1920))
@@ -452,7 +454,7 @@ def _bench(cfg: CheckConfig, backends: Sequence[str], *, sizes: Sequence[tuple[i
                             views=("compute", "e2e"), gatys_sizes=(),
                             policy=RepetitionPolicy(warmup=2 if not cfg.quick else 1, reps=30, min_reps=3,
                                                     budget_s=cfg.bench_budget_s),
-                            progress=False)
+                            sgemm_seconds=cfg.sgemm_seconds, progress=False)
     doc = run_benchmark(bench_cfg)
     rows = [{k: r.get(k) for k in ("backend", "precision", "view", "size", "median_ms", "p90_ms", "images_per_s",
                                    "achieved_tflops", "peak_memory_mb", "reps")} for r in doc["results"]]
@@ -815,6 +817,7 @@ def config_from_args(args: argparse.Namespace) -> CheckConfig:
         throughput_steps=3 if quick else 40,
         throughput_size=32 if quick else 256,
         bench_budget_s=0.2 if quick else 2.0,
+        sgemm_seconds=0.05 if quick else 1.0,  # --quick: 3 calls per library prove the roof is measured
         # --quick proves the kit runs: the PyTorch backend only (exports and INT8 calibration take minutes on
         # a small CPU; nst-bench's own tests cover the other backends)
         bench_backends=("torch",) if quick else (),

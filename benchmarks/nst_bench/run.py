@@ -145,6 +145,9 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
             continue
         backend = make_backend(name, device=cfg.device, source=source)
         ok, why = backend.available()
+        missing = source.missing_precision(backend.precision) if ok else None
+        if missing:  # --checkpoint NAME.fp16.onnx: no FP32 rows from it (and no FP16 rows from an INT8 file)
+            ok, why = False, missing
         if ok:
             ff.append((name, backend))
         else:

@@ -8,6 +8,9 @@ from nst_bench.backends import FEED_FORWARD, ModelSource, Workload, make_backend
 from nst_bench.run import BenchConfig, parse_size
 from nst_runtime.errors import UsageError
 
+# the random network's ONNX export is the session's (tests/bench/conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_network_export")
+
 
 @pytest.fixture(scope="module")
 def source():

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from nst_bench.cli import main
+
+# the random network's ONNX export is the session's (tests/bench/conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_network_export")
 
 
 def test_help_teaches_with_examples(capsys):

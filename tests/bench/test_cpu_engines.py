@@ -12,6 +12,9 @@ from nst_bench.harness import RepetitionPolicy
 from nst_bench.machine import measure_sgemm_peak
 from nst_bench.report import markdown
 
+# the random network's ONNX export is the session's (tests/bench/conftest.py)
+pytestmark = pytest.mark.usefixtures("shared_network_export")
+
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 

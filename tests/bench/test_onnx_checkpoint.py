@@ -79,3 +79,28 @@ def test_int8_from_an_onnx_checkpoint(foreign_onnx):
         assert read_sidecar(source.onnx_path("int8")).precision == "int8"
     finally:
         source.close()
+
+
+def test_an_fp16_artifact_is_timed_as_fp16_and_never_under_fp32(onnx_fp16_path, tmp_path):
+    """--checkpoint NAME.fp16.onnx: the FP16 file serves FP16 rows (cached under its precision); FP32 and INT8
+    rows are skipped with the reason, not timed on the wrong file (and no KeyError)."""
+    from nst_bench import run as run_mod
+    from nst_bench.backends import ModelSource
+    from nst_bench.harness import RepetitionPolicy
+    from nst_runtime.errors import BackendUnavailableError
+
+    source = ModelSource(checkpoint=onnx_fp16_path, work_dir=tmp_path / "work")
+    try:
+        assert source.onnx_path("fp16") == onnx_fp16_path
+        with pytest.raises(BackendUnavailableError, match="FP16 file; FP32 rows need"):
+            source.onnx_path("fp32")
+        assert source.missing_precision("int8") and source.missing_precision("fp16") is None
+    finally:
+        source.close()
+    cfg = run_mod.BenchConfig(checkpoint=onnx_fp16_path, backends=("ort", "ort-int8", "nst"), sizes=((16, 16),),
+                              views=("e2e",), progress=False, sgemm_seconds=0,
+                              policy=RepetitionPolicy(warmup=0, reps=1, min_reps=1))
+    doc = run_mod.run_benchmark(cfg)
+    assert doc["results"] == []
+    reasons = {s["backend"]: s["reason"] for s in doc["skipped"]}
+    assert set(reasons) == {"ort", "ort-int8", "nst"} and all("FP16 file" in r for r in reasons.values())

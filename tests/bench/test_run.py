@@ -27,7 +27,7 @@ def test_out_of_memory_is_skipped_with_reason(monkeypatch):
     monkeypatch.setattr(run_mod, "make_backend", lambda name, device, source: _Fake(device=device, source=source))
     cfg = run_mod.BenchConfig(backends=("torch",), sizes=((8, 8), (32, 32)), batches=(1, 4),
                               policy=RepetitionPolicy(warmup=0, reps=2, min_reps=1), max_batch_pixels=4 * 8 * 8,
-                              progress=False)
+                              progress=False, sgemm_seconds=0)
     doc = run_mod.run_benchmark(cfg)
     sizes = {(r["size"], r["batch"], r["view"]) for r in doc["results"]}
     assert sizes == {("8x8", 1, "compute"), ("8x8", 1, "e2e"), ("8x8", 4, "compute"), ("8x8", 4, "e2e")}
@@ -47,7 +47,7 @@ def test_other_errors_propagate(monkeypatch):
 
     monkeypatch.setattr(run_mod, "make_backend", lambda name, device, source: _Broken(device=device, source=source))
     cfg = run_mod.BenchConfig(backends=("torch",), sizes=((8, 8),), policy=RepetitionPolicy(warmup=0, reps=1),
-                              progress=False)
+                              progress=False, sgemm_seconds=0)
     with pytest.raises(ValueError, match="a real bug"):
         run_mod.run_benchmark(cfg)
 

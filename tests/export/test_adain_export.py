@@ -9,33 +9,15 @@ tests check mechanics and numbers, never how a stylization looks.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 
 def _he_adain(seed: int = 0):
-    from nst_train.adain import AdaINDecoder, AdaINNet
-    from nst_train.vgg import load_vgg
+    from nst_train.samples import vivid_random_adain
 
-    g = torch.Generator().manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        net = AdaINNet(load_vgg("vgg19", "random", last_layer="relu4_1"), AdaINDecoder()).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
-                m.bias.zero_()
-        x, s = torch.rand(2, 3, 64, 64, generator=g) * 255, torch.rand(1, 3, 64, 64, generator=g) * 255
-        last = net.decoder.layers[-1]
-        raw = net(x, *net.style_stats(s))
-        mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3))
-        last.weight.mul_((60.0 / std).view(-1, 1, 1, 1))
-        last.bias.copy_(127.5 - mean * 60.0 / std)
-    return net
+    return vivid_random_adain(seed)
 
 
 @pytest.fixture(scope="module")

@@ -136,12 +136,23 @@ def test_exclude_lean_runtime_needs_version_compatible(checkpoint_path, tmp_path
     assert not (tmp_path / "out").exists()  # refused before minutes of export
 
 
-def test_cli_passes_lean_runtime_choice_to_the_builder(checkpoint_path, tmp_path, capsys, fake_trt, monkeypatch):
+def test_cli_passes_lean_runtime_choice_to_the_builder(checkpoint_path, onnx_fp32_path, tmp_path, capsys,
+                                                      fake_trt, monkeypatch):
     """With a fake tensorrt module: --version-compatible --exclude-lean-runtime reaches the builder flags and the
-    engine's sidecar."""
-    import nst_export.cli as cli
-    from nst_runtime.sidecar import read_sidecar
+    engine's sidecar. The ONNX step is the session's export, copied (this test is about the engine options)."""
+    import shutil
 
+    import nst_export.cli as cli
+    from nst_export import onnx_export
+    from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+    def copied_export(checkpoint, out, **kwargs):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(onnx_fp32_path, out)
+        shutil.copy(sidecar_path(onnx_fp32_path), sidecar_path(out))
+        return out
+
+    monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", copied_export)
     monkeypatch.setattr(cli, "use_only_gpu", lambda index: None, raising=False)
     out_dir = tmp_path / "out"
     code, _out, err = _run([checkpoint_path, "--no-tiling-graph", "--version-compatible", "--exclude-lean-runtime",

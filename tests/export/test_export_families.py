@@ -11,34 +11,21 @@ import torch
 STYLES = ["candy", "mosaic", "wave"]
 
 
-def _vivid(net):
-    """Perturbed norms and an output spanning 0..255, like the shared test network (a fresh one is flat)."""
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if ".in" in f".{name}" and name.split(".")[-2].startswith("in"):
-                p.add_(torch.randn_like(p) * 0.3)
-        net.deconv3.conv2d.weight.mul_(180.0)
-        net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
 def slim_ckpt(tmp_path_factory):
     from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
-    from nst_train.registry import create_model
+    from nst_train.samples import vivid_random_net
 
-    torch.manual_seed(5)
-    net = _vivid(create_model("slim", res_blocks=3))
+    net = vivid_random_net(5, arch="slim", res_blocks=3)
     return save_checkpoint(tmp_path_factory.mktemp("slim") / "slim.pth", net, CheckpointMetadata(steps=0))
 
 
 @pytest.fixture(scope="module")
 def multi_ckpt(tmp_path_factory):
     from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
-    from nst_train.registry import create_model
+    from nst_train.samples import vivid_random_net
 
-    torch.manual_seed(6)
-    net = _vivid(create_model("slim", res_blocks=2, styles=len(STYLES)))
+    net = vivid_random_net(6, arch="slim", res_blocks=2, styles=len(STYLES))
     with torch.no_grad():  # distinct styles: each row of every conditional norm its own
         for p in net.parameters():
             if p.dim() == 2:  # [styles, channels]: only the conditional norms' rows are 2-D

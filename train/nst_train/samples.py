@@ -15,13 +15,14 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .atomic import atomic_write
 
-__all__ = ["write_sample_content", "write_sample_style"]
+__all__ = ["make_vivid", "vivid_random_adain", "vivid_random_net", "write_sample_content", "write_sample_style"]
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, *, octaves: int = 4, base: int = 4) -> np.ndarray:
@@ -189,3 +190,66 @@ def write_sample_style(path: str | os.PathLike[str], *, size: int = 256, seed: i
         draw.line(pts, fill=colour, width=int(rng.integers(max(2, size // 96), max(3, size // 28))), joint="curve")
     img = img.filter(ImageFilter.UnsharpMask(radius=2, percent=80))
     return _save(img, Path(path))
+
+
+# ------------------------------------------------------------------------------------------ random test networks
+def make_vivid(net: Any, *, generator: Any = None) -> Any:
+    """Make a randomly initialised TransformerNet (any family, one style or several) look like a trained one,
+    in place, and return it in eval mode.
+
+    Random init leaves every InstanceNorm affine at (1, 0) and the output near 0 (almost every uint8 pixel clamps
+    to black), which would let parity, tiling and speed checks pass whatever the code does, and which the
+    export's parity gate refuses as degenerate. So every norm parameter (the conditional norms' rows too) gets
+    noise of 0.3 and the last convolution is scaled so the output spans 0..255 (mean about 128). Draws from
+    ``generator`` (None: torch's global generator). The network is NOT trained: tests and timing only.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.split(".")[-2].startswith("in"):
+                p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * 0.3)
+        net.deconv3.conv2d.weight.mul_(180.0)
+        net.deconv3.conv2d.bias.mul_(180.0).add_(127.5)
+    return net.eval()
+
+
+def vivid_random_net(seed: int = 0, *, arch: str = "johnson2016", **shape: Any) -> Any:
+    """The project's random test network: ``torch.manual_seed(seed)``, the ``arch`` family with ``shape``
+    overrides (``channels``, ``res_blocks``, ``styles``), then :func:`make_vivid`. The same seed gives the same
+    weights everywhere (the tests' shared network, nst-bench's random network, tools' measurements)."""
+    import torch
+
+    from .registry import create_model
+
+    torch.manual_seed(seed)
+    return make_vivid(create_model(arch, **shape))
+
+
+def vivid_random_adain(seed: int = 0) -> Any:
+    """The project's random AdaIN network: He-initialised so its activations have a trained VGG's scale (PyTorch's
+    default init shrinks them layer by layer, and a random decoder then outputs a flat colour, which the parity
+    gate rightly refuses), the last layer set so the output spans 0..255. Random VGG-19: tests and timing only."""
+    import warnings
+
+    import torch
+
+    from .adain import AdaINDecoder, AdaINNet
+    from .vgg import load_vgg
+
+    g = torch.Generator().manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random-weights warning: this network is random by design
+        net = AdaINNet(load_vgg("vgg19", "random", last_layer="relu4_1"), AdaINDecoder()).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+                m.bias.zero_()
+        x, s = torch.rand(2, 3, 64, 64, generator=g) * 255, torch.rand(1, 3, 64, 64, generator=g) * 255
+        last = net.decoder.layers[-1]
+        raw = net(x, *net.style_stats(s))
+        mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3))
+        last.weight.mul_((60.0 / std).view(-1, 1, 1, 1))
+        last.bias.copy_(127.5 - mean * 60.0 / std)
+    return net
