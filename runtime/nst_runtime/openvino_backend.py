@@ -27,8 +27,8 @@ import numpy as np
 
 from ._lazy import import_optional
 from .errors import BackendUnavailableError, ModelFileError, UsageError
+from .pool import ContextPool
 from .sidecar import Sidecar
-from .tensorrt_backend import ContextPool
 
 logger = logging.getLogger(__name__)
 

@@ -32,13 +32,10 @@ import ctypes
 import hashlib
 import logging
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,11 +48,11 @@ from .artifact import (
     fallback_hint,
 )
 from .errors import BackendUnavailableError, ModelFileError, UsageError
+from .pool import ContextPool
 from .sidecar import ShapeProfile, Sidecar
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 CHANNELS = 3
 Shape = tuple[int, int, int]
 
@@ -162,82 +159,6 @@ class GraphPlanner:
         """Hand over the graph for destruction (on close)."""
         graph, self.graph, self.graph_shape = self.graph, None, None
         return graph
-
-
-class ContextPool(Generic[T]):
-    """Hands out objects one thread at a time; creates up to ``size`` lazily; never shares one.
-
-    Used for TensorRT execution contexts (each with its stream and buffers): ``with pool.acquire() as slot``.
-    ``acquire(prefer=...)`` takes an idle object the predicate likes first, else creates a new one while
-    fewer than ``size`` exist, else takes any idle one, else waits. :meth:`close` waits for every object to
-    come back before destroying them.
-    """
-
-    def __init__(self, factory: Callable[[], T], *, size: int) -> None:
-        if size < 1:
-            raise UsageError(f"contexts={size}: expected at least 1.")
-        self._factory = factory
-        self.size = size
-        self._idle: list[T] = []
-        self._created: list[T] = []
-        self._in_use = 0
-        self._cond = threading.Condition()
-        self._closed = False
-
-    @property
-    def created(self) -> int:
-        return len(self._created)
-
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
-    @contextmanager
-    def acquire(self, prefer: Callable[[T], bool] | None = None) -> Iterator[T]:
-        item = self._take(prefer)
-        try:
-            yield item
-        finally:
-            with self._cond:
-                self._idle.append(item)
-                self._in_use -= 1
-                self._cond.notify_all()
-
-    def _take(self, prefer: Callable[[T], bool] | None) -> T:
-        with self._cond:
-            while True:
-                if self._closed:
-                    raise UsageError("the execution-context pool is closed (the Stylizer was closed).")
-                liked = next((i for i in reversed(self._idle) if prefer is not None and prefer(i)), None)
-                if liked is not None:
-                    self._idle.remove(liked)
-                    item = liked
-                elif len(self._created) < self.size:
-                    item = self._factory()
-                    self._created.append(item)
-                elif self._idle:
-                    item = self._idle.pop()  # most recently used: its memory is warm
-                else:
-                    self._cond.wait()
-                    continue
-                self._in_use += 1
-                return item
-
-    def close(self, destroy: Callable[[T], None], *, log_after_s: float = 5.0) -> None:
-        """Refuse new calls, wait for the calls in flight, then ``destroy`` every object (idempotent)."""
-        start = time.monotonic()
-        logged = False
-        with self._cond:
-            self._closed = True
-            while self._in_use:
-                self._cond.wait(timeout=0.5)
-                if not logged and time.monotonic() - start > log_after_s:
-                    logger.info("closing: waiting for %d call(s) in flight to finish", self._in_use)
-                    logged = True
-            self._cond.notify_all()  # threads waiting for an idle object see the pool closed
-            items, self._created, self._idle = self._created, [], []
-        for item in items:
-            destroy(item)
 
 
 # ----------------------------------------------------------------------------------------- CUDA helpers
@@ -402,32 +323,47 @@ class TensorRTRunner:
         return self
 
     def _new_slot(self) -> _Slot:
+        """One context with its stream and buffers; a failure part-way frees what was made before it."""
         eng = self._engine
         if eng is None:
             raise UsageError("the runner is not active.")
         cudart = _cudart()
         _check(cudart.cudaSetDevice(eng.device), "cudaSetDevice")
         plan = plan_buffers(eng.profile)
-        context = eng.engine.create_execution_context()
-        if context is None:
-            raise BackendUnavailableError("TensorRT could not create an execution context (out of GPU memory?).")
-        stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        host_in = _check(cudart.cudaMallocHost(plan.input_bytes), "cudaMallocHost")
-        host_out = _check(cudart.cudaMallocHost(plan.output_bytes), "cudaMallocHost")
-        dev_in = _check(cudart.cudaMalloc(plan.input_bytes), "cudaMalloc")
-        dev_out = _check(cudart.cudaMalloc(plan.output_bytes), "cudaMalloc")
-        # addresses never change: the buffers are sized for the largest shape the profile allows
-        context.set_tensor_address(eng.input_name, int(dev_in))
-        context.set_tensor_address(eng.output_name, int(dev_out))
-        extras: dict[str, tuple[int, int, int]] = {}
-        for name, shape in eng.extra_inputs.items():  # fixed shapes: address and shape set once, like the image's
-            nbytes = int(np.prod(shape)) * 4
-            host, dev = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost"), _check(cudart.cudaMalloc(nbytes),
-                                                                                        "cudaMalloc")
-            extras[name] = (int(host), int(dev), nbytes)
-            context.set_tensor_address(name, int(dev))
-            if not context.set_input_shape(name, tuple(shape)):
-                raise UsageError(f"TensorRT refused the shape {tuple(shape)} of input {name!r}.")
+        made: list[tuple[Callable[[Any], Any], Any]] = []  # (free, handle), freed in reverse on failure
+
+        def keep(result: Any, what: str, free: Callable[[Any], Any]) -> Any:
+            handle = _check(result, what)
+            made.append((free, handle))
+            return handle
+
+        context = None
+        try:
+            context = eng.engine.create_execution_context()
+            if context is None:
+                raise BackendUnavailableError("TensorRT could not create an execution context (out of GPU memory?).")
+            stream = keep(cudart.cudaStreamCreate(), "cudaStreamCreate", cudart.cudaStreamDestroy)
+            host_in = keep(cudart.cudaMallocHost(plan.input_bytes), "cudaMallocHost", cudart.cudaFreeHost)
+            host_out = keep(cudart.cudaMallocHost(plan.output_bytes), "cudaMallocHost", cudart.cudaFreeHost)
+            dev_in = keep(cudart.cudaMalloc(plan.input_bytes), "cudaMalloc", cudart.cudaFree)
+            dev_out = keep(cudart.cudaMalloc(plan.output_bytes), "cudaMalloc", cudart.cudaFree)
+            # addresses never change: the buffers are sized for the largest shape the profile allows
+            context.set_tensor_address(eng.input_name, int(dev_in))
+            context.set_tensor_address(eng.output_name, int(dev_out))
+            extras: dict[str, tuple[int, int, int]] = {}
+            for name, shape in eng.extra_inputs.items():  # fixed shapes: address and shape set once, like the image's
+                nbytes = int(np.prod(shape)) * 4
+                host = keep(cudart.cudaMallocHost(nbytes), "cudaMallocHost", cudart.cudaFreeHost)
+                dev = keep(cudart.cudaMalloc(nbytes), "cudaMalloc", cudart.cudaFree)
+                extras[name] = (int(host), int(dev), nbytes)
+                context.set_tensor_address(name, int(dev))
+                if not context.set_input_shape(name, tuple(shape)):
+                    raise UsageError(f"TensorRT refused the shape {tuple(shape)} of input {name!r}.")
+        except BaseException:
+            context = None  # the execution context before the buffers it points at
+            for free, handle in reversed(made):
+                free(handle)
+            raise
         return _Slot(context, stream, int(host_in), int(host_out), int(dev_in), int(dev_out), plan,
                      GraphPlanner(enabled=self.cuda_graphs), extras)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from nst_runtime import UsageError
 from nst_runtime.sidecar import ShapeProfile, Sidecar
-from nst_runtime.tensorrt_backend import ContextPool, check_in_profile, plan_buffers
+from nst_runtime.pool import ContextPool
+from nst_runtime.tensorrt_backend import check_in_profile, plan_buffers
 
 PROFILE = ShapeProfile(min=(1, 8, 8), opt=(1, 512, 512), max=(4, 1088, 1920))
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime" / "nst_runtime"
@@ -196,3 +197,47 @@ def test_pool_prefers_a_context_already_at_the_shape_and_close_waits():
     assert not closed.wait(0.3) and destroyed == []  # waits for the call in flight
     held.__exit__(None, None, None)
     assert closed.wait(5) and {d["id"] for d in destroyed} == {first["id"], second["id"]} and slot in destroyed
+
+
+def test_the_pool_creates_outside_its_lock_and_a_failed_creation_frees_its_place():
+    import threading
+
+    gate, started = threading.Event(), threading.Event()
+    calls = {"n": 0}
+
+    def factory():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return "first"
+        if calls["n"] == 2:
+            started.set()
+            gate.wait(10)  # a slow creation (GPU allocations)
+            raise RuntimeError("cudaMalloc failed")
+        return "third"
+
+    pool = ContextPool(factory, size=2)
+    with pool.acquire():
+        pass  # "first" is idle now
+    errors = []
+
+    def slow():
+        try:
+            with pool.acquire(prefer=lambda item: False):
+                pass
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert started.wait(10)
+    took = []
+    other = threading.Thread(target=lambda: took.append(pool._take(None)))
+    other.start()
+    other.join(2)
+    assert took == ["first"], "an idle object waited behind another thread's creation"
+    gate.set()
+    t.join(10)
+    assert len(errors) == 1 and pool.created == 1 and pool.in_use == 1
+    with pool.acquire(prefer=lambda item: False) as item:
+        assert item == "third"  # the failed creation's place was given back
+    assert pool.created == 2

@@ -491,3 +491,33 @@ def test_engine_loader_requires_the_style_tensor_the_sidecar_names(monkeypatch, 
     monkeypatch.setattr(FakeDeserialized, "num_io_tensors", 3)
     monkeypatch.setattr(FakeDeserialized, "get_tensor_name", lambda self, i: ["input", "style", "output"][i])
     assert loader().extra_inputs == {"style": (2,)}
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_a_failing_allocation_frees_what_the_slot_made_before_it(fakes, fail_at):
+    """Slot creation (stream, 2 pinned host and 2 device buffers) that fails at its fail_at-th allocation frees
+    the buffers and stream made before it, and the pool's place: the next call creates a slot again."""
+    from nst_runtime.errors import BackendUnavailableError
+
+    cudart, _engine = fakes
+    destroyed = []
+    cudart.cudaStreamDestroy = lambda stream: destroyed.append(stream) or (OK,)
+    count = {"n": 0}
+    real = FakeCudart._alloc
+
+    def alloc(nbytes):
+        count["n"] += 1
+        if count["n"] == fail_at:
+            return "cudaErrorMemoryAllocation", None
+        return real(cudart, nbytes)
+
+    cudart.cudaMalloc = cudart.cudaMallocHost = alloc
+    runner = _runner(fakes, contexts=1)
+    with pytest.raises(BackendUnavailableError, match="cudaMalloc"):
+        runner.infer(_batch(1, 16, 16, 0))
+    assert cudart.buffers == {} and len(destroyed) == 1
+    count["n"] = -100  # allocations succeed from now on
+    x = _batch(1, 16, 16, 1)
+    np.testing.assert_array_equal(runner.infer(x), 255 - x)
+    runner.close()
+    assert cudart.buffers == {}
