@@ -278,9 +278,11 @@ class OnnxRuntimeRunner:
     def infer(self, batch: np.ndarray, extra: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """Run one uint8 [N, H, W, 3] batch (H, W >= the sidecar's min_size); ``extra``: the other inputs
         (a multi-style network's style weights)."""
-        if self._session is None:
-            raise UsageError("the runner is not active; use it inside `with` or call activate() first.")
-        (out,) = self._session.run([self.sidecar.output.name], {self.sidecar.input.name: batch, **(extra or {})})
+        session = self._session  # read once: close() in another thread may clear it between two reads
+        if session is None:
+            raise UsageError("this Stylizer is closed (or its runner not active); open a new one with "
+                             "Stylizer.open(...).")
+        (out,) = session.run([self.sidecar.output.name], {self.sidecar.input.name: batch, **(extra or {})})
         return out
 
     def close(self) -> None:

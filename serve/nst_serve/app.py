@@ -80,6 +80,14 @@ def _error(status: int, body: dict[str, Any], headers: dict[str, str] | None = N
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def scrape(url: str, *, timeout: float = 5.0) -> bytes:
+    """The body at ``url``; the response is closed whether or not reading it fails."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return bytes(response.read())
+
+
 def open_first(paths: tuple[str, ...], *, device: str | int, threads: int, max_batch: int,
                open_options: dict[str, Any]) -> Any:
     """Open the first of ``paths`` this replica's device runs (an engine per GPU generation, then ONNX)."""
@@ -259,9 +267,8 @@ class Gateway:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
-        """This node's Prometheus exposition (Ray Serve's metrics and nst's per-model latency)."""
-        import urllib.request
-
+        """This node's Prometheus exposition (Ray Serve's metrics and nst's per-model latency); 503 when the
+        node's exporter does not answer."""
         import ray
 
         node_id = ray.get_runtime_context().get_node_id()
@@ -269,7 +276,12 @@ class Gateway:
         if node is None or not node.get("MetricsExportPort"):
             return _error(503, {"error": "this node exports no metrics", "code": 1})
         url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
-        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        try:
+            text = await asyncio.to_thread(scrape, url)
+        except OSError as exc:  # the node's exporter is down or slow: unavailable, not a server error
+            logger.warning("metrics scrape of %s failed: %s", url, exc)
+            return _error(503, {"error": f"this node's metrics exporter did not answer ({exc}); retry later.",
+                                "code": 1}, headers={"Retry-After": str(self.retry_after_s)})
         return Response(text, media_type="text/plain; version=0.0.4")
 
     # ----------------------------------------------------------------------------------------- stylize

@@ -28,6 +28,15 @@ class ReplicaPlan:
     num_gpus: float
     #: ONNX Runtime intra-op threads in each replica
     threads: int
+    #: the most replicas (of all models) one node can hold with these reservations
+    per_node: int = 1
+
+    def memory_limit(self) -> str:
+        """Each replica's default memory budget: the runtime's default share of the node's available memory,
+        divided between the replicas that can run on one node (each would otherwise take half of it)."""
+        from nst_runtime.memory import DEFAULT_MEMORY_SHARE
+
+        return f"{DEFAULT_MEMORY_SHARE * 100 / max(1, self.per_node):.4g}%"
 
     def ray_actor_options(self) -> dict[str, float]:
         options = {"num_cpus": self.num_cpus}
@@ -61,8 +70,9 @@ def plan_replicas(
         gpus = int(cluster_gpus)
         n = replicas if replicas is not None else max(1, gpus // models)
         per_gpu = min(1.0, gpus / (models * n))
-        return ReplicaPlan(n, num_cpus=1.0 if cluster_cpus >= models * n else cluster_cpus / (models * n),
-                           num_gpus=per_gpu, threads=threads or 1)
+        cpus = 1.0 if cluster_cpus >= models * n else cluster_cpus / (models * n)
+        return ReplicaPlan(n, num_cpus=cpus, num_gpus=per_gpu, threads=threads or 1,
+                           per_node=_per_node(models * n, largest, cpus))
     n = replicas if replicas is not None else 1
     total = models * n
     if threads is not None:
@@ -70,13 +80,23 @@ def plan_replicas(
             raise UsageError(
                 f"{total} replicas x {threads} threads need {total * threads} CPUs; the cluster has "
                 f"{cluster_cpus:g} (largest node {largest:g}). Fix: fewer --replicas or --threads, or more nodes.")
-        return ReplicaPlan(n, num_cpus=float(threads), num_gpus=0.0, threads=threads)
+        return ReplicaPlan(n, num_cpus=float(threads), num_gpus=0.0, threads=threads,
+                           per_node=_per_node(total, largest, float(threads)))
     share = cluster_cpus / total
     if share >= 1:
         whole = max(1, min(int(share), int(largest)))
-        return ReplicaPlan(n, num_cpus=float(whole), num_gpus=0.0, threads=whole)
+        return ReplicaPlan(n, num_cpus=float(whole), num_gpus=0.0, threads=whole,
+                           per_node=_per_node(total, largest, float(whole)))
     # more replicas than CPUs: each gets a fraction and one thread (they take turns on the cores)
-    return ReplicaPlan(n, num_cpus=math.floor(share * 100) / 100 or 0.01, num_gpus=0.0, threads=1)
+    cpus = math.floor(share * 100) / 100 or 0.01
+    return ReplicaPlan(n, num_cpus=cpus, num_gpus=0.0, threads=1, per_node=_per_node(total, largest, cpus))
+
+
+def _per_node(total: int, largest_node_cpus: float, cpus_each: float) -> int:
+    """How many of ``total`` replicas reserving ``cpus_each`` CPUs fit on the largest node."""
+    if cpus_each <= 0:
+        return max(1, total)
+    return max(1, min(total, int(largest_node_cpus / cpus_each + 1e-9)))
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def build_app(config: ServeConfig, plan: ReplicaPlan) -> Any:
         settings = ReplicaSettings(
             paths=tuple(str(p.resolve()) for p in spec.paths), device=device, threads=plan.threads,
             max_batch=config.max_batch, batch_wait_s=config.batch_wait_s, max_pixels=config.max_pixels,
-            open_options=tuple(sorted(config.open_options.items())))
+            # replicas on one node share its memory: each one's default budget is its part of the default share
+            open_options=tuple(sorted({"memory_limit": plan.memory_limit(), **config.open_options}.items())))
         handles[spec.name] = StyleModel.options(
             name=deployment_name(spec.name),
             num_replicas=plan.replicas,

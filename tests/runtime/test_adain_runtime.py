@@ -238,3 +238,18 @@ def test_the_style_graph_gets_the_stylizer_threads(adain_model, style_png, monke
     with _open(adain_model, intra_op_threads=1) as s:
         s.stylize(np.zeros((8, 8, 3), np.uint8), style=str(style_png))
     assert ("m.style.onnx", 1) in seen
+
+
+def test_the_style_image_is_never_an_output(adain_model, style_png, tmp_path):
+    from nst_runtime.cli import main
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((10, 12, 3), 50, np.uint8)).save(photo)
+    before = style_png.read_bytes()
+    assert main([str(adain_model), str(photo), "-o", str(style_png), "--style-image", str(style_png),
+                 "--device", "cpu", "-q"]) == 2
+    assert style_png.read_bytes() == before
+    blend = f"{photo}:0.5,{style_png}:0.5"
+    assert main([str(adain_model), str(photo), "-o", str(style_png), "--style-image", blend, "--device", "cpu",
+                 "-q"]) == 2
+    assert style_png.read_bytes() == before

@@ -180,3 +180,33 @@ def test_nst_stylize_help_says_host_code_runs_code_from_the_file(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--allow-engine-host-code" in text and "RUNS CODE FROM THE FILE" in text
     assert "--cudnn-conv-algo-search" in text
+
+
+def test_infer_reads_the_session_once_so_a_concurrent_close_is_a_usage_error(vivid_onnx):
+    """close() in another thread between a check and a use of the session must not become AttributeError."""
+    import numpy as np
+    from nst_runtime.errors import UsageError
+    from nst_runtime.onnxruntime_backend import OnnxRuntimeRunner, SessionFromOnnx
+    from nst_runtime.sidecar import read_sidecar
+
+    runner = OnnxRuntimeRunner(SessionFromOnnx(vivid_onnx, providers=["CPUExecutionProvider"]),
+                               sidecar=read_sidecar(vivid_onnx)).activate()
+    session = runner._session
+
+    class ClosedAfterFirstRead(OnnxRuntimeRunner):
+        reads = 0
+
+        @property
+        def _session(self):
+            type(self).reads += 1
+            return session if type(self).reads == 1 else None
+
+        @_session.setter
+        def _session(self, value):
+            pass
+
+    runner.__class__ = ClosedAfterFirstRead
+    out = runner.infer(np.zeros((1, 16, 16, 3), np.uint8))  # the one read saw an open session: it runs
+    assert out.shape == (1, 16, 16, 3)
+    with pytest.raises(UsageError, match="closed"):
+        runner.infer(np.zeros((1, 16, 16, 3), np.uint8))

@@ -242,3 +242,43 @@ def test_a_multipart_upload_splits_into_photo_and_style():
                 form(("image", photo), ("image", photo))):
         with pytest.raises(UsageError):
             split_upload(*bad)
+
+
+def test_replicas_on_one_node_share_its_default_memory_budget():
+    """The runtime's default budget is half the available memory per process: replicas that share a node
+    divide it, instead of each taking half."""
+    from nst_runtime.memory import DEFAULT_MEMORY_SHARE, available_memory, resolve_memory_limit
+
+    alone = plan_replicas(models=1, cluster_cpus=2)
+    assert alone.per_node == 1 and alone.memory_limit() == f"{DEFAULT_MEMORY_SHARE * 100:g}%"
+    four = plan_replicas(models=2, cluster_cpus=4, replicas=2)  # 4 replicas x 1 CPU on one 4-CPU node
+    assert four.per_node == 4
+    budget = resolve_memory_limit(four.memory_limit())
+    assert budget <= available_memory() * DEFAULT_MEMORY_SHARE / 4 * 1.05
+    spread = plan_replicas(models=1, cluster_cpus=64, largest_node_cpus=8, replicas=8, threads=8)
+    assert spread.per_node == 1  # one 8-thread replica per 8-CPU node
+    gpus = plan_replicas(models=1, cluster_cpus=32, cluster_gpus=4)
+    assert gpus.per_node == 4
+
+
+def test_a_metrics_scrape_closes_its_response_even_when_reading_fails(monkeypatch):
+    import urllib.request
+
+    from nst_serve.app import scrape
+
+    class Response:
+        closed = False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            Response.closed = True
+
+        def read(self):
+            raise TimeoutError("timed out")
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response())
+    with pytest.raises(OSError):
+        scrape("http://127.0.0.1:1/metrics")
+    assert Response.closed
