@@ -50,20 +50,42 @@ def parse_shape(text: str, *, option: str = "shape") -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
-def validate_profile(profile: ShapeProfile) -> ShapeProfile:
-    """min <= opt <= max per axis, N >= 1, H and W >= the graph's minimum."""
+def validate_profile(profile: ShapeProfile, *, min_size: int = MIN_SIZE) -> ShapeProfile:
+    """min <= opt <= max per axis, N >= 1, H and W >= the graph's minimum ``min_size``."""
     for label, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max)):
         if len(shape) != 3:
             raise UsageError(f"{label} shape {shape}: expected (N, H, W).")
-        if shape[0] < 1 or shape[1] < MIN_SIZE or shape[2] < MIN_SIZE:
-            raise UsageError(f"{label} shape {'x'.join(map(str, shape))}: N must be >= 1 and H, W >= {MIN_SIZE} "
-                             f"(smaller images are padded by the runtime). E.g. --min-shape 1x{MIN_SIZE}x{MIN_SIZE}.")
+        if shape[0] < 1 or shape[1] < min_size or shape[2] < min_size:
+            raise UsageError(f"{label} shape {'x'.join(map(str, shape))}: N must be >= 1 and H, W >= {min_size} "
+                             f"(the graph's minimum; smaller images are padded by the runtime). E.g. --min-shape "
+                             f"1x{min_size}x{min_size}.")
     for axis, name in enumerate(("N", "H", "W")):
         lo, mid, hi = profile.min[axis], profile.opt[axis], profile.max[axis]
         if not lo <= mid <= hi:
             raise UsageError(f"optimization profile {name}: need min <= opt <= max, got {lo}, {mid}, {hi}. "
                              "Fix --min-shape/--opt-shape/--max-shape.")
     return profile
+
+
+def profile_for_graph(profile: ShapeProfile, onnx_meta: Sidecar) -> ShapeProfile:
+    """The engine's profile for the ONNX file of ``onnx_meta``: ``profile`` with its minimum H/W raised to the
+    graph's own minimum (the sidecar's ``min_size``: 16 for AdaIN, up to 128 for a foreign import; the runtime
+    pads smaller images up to it) and, where the graph fixes its batch (the sidecar's ``profile`` has N fixed),
+    that batch on every row. Opt/max below the minimum stay a :class:`UsageError` (validate_profile)."""
+    min_size = onnx_meta.min_size
+    lo = (profile.min[0], max(profile.min[1], min_size), max(profile.min[2], min_size))
+    if lo != profile.min:
+        log.info("profile minimum %s raised to %dx%d, the graph's smallest size", "x".join(map(str, profile.min)),
+                 min_size, min_size)
+    opt, hi = profile.opt, profile.max
+    fixed = onnx_meta.profile
+    if fixed is not None and fixed.min[0] == fixed.max[0]:
+        n = fixed.min[0]
+        if (profile.min[0], profile.opt[0], profile.max[0]) != (n, n, n):
+            log.info("the graph's batch is fixed at %d: the engine's profile uses it (not N %d..%d)", n,
+                     profile.min[0], profile.max[0])
+        lo, opt, hi = (n, *lo[1:]), (n, *opt[1:]), (n, *hi[1:])
+    return validate_profile(ShapeProfile(min=lo, opt=opt, max=hi), min_size=min_size)
 
 
 def import_tensorrt() -> Any:
@@ -148,7 +170,7 @@ def engine_from_onnx(
     from nst_train.checkpoint import file_sha256
 
     onnx_path, out = Path(onnx_path), Path(out)
-    profile = validate_profile(profile)
+    validate_profile(profile)  # the general rules first; the graph's own minimum and batch below
     if not 0 <= optimization_level <= 5:
         raise UsageError(f"builder optimization level {optimization_level}: expected 0..5 (TensorRT's default 3).")
     if exclude_lean_runtime and not version_compatible:
@@ -157,6 +179,7 @@ def engine_from_onnx(
     if not onnx_path.is_file():
         raise ModelFileError(f"{onnx_path}: no such ONNX file. Export it first (nst-export CHECKPOINT --onnx-only).")
     onnx_meta = read_sidecar(onnx_path)
+    profile = profile_for_graph(profile, onnx_meta)
     # nothing the parser would reject is handed to TensorRT: one line naming the node and the rule instead
     from .trt_lint import check_tensorrt_compatible
 
@@ -241,7 +264,7 @@ def engine_from_onnx(
             os.fsync(f.fileno())
         meta = Sidecar(
             kind="tensorrt", precision=onnx_meta.precision, input=TensorSpec(INPUT_NAME),
-            output=TensorSpec(OUTPUT_NAME), min_size=MIN_SIZE, profile=profile, opset=onnx_meta.opset,
+            output=TensorSpec(OUTPUT_NAME), min_size=onnx_meta.min_size, profile=profile, opset=onnx_meta.opset,
             tensorrt_version=trt.__version__, version_compatible=version_compatible,
             exclude_lean_runtime=exclude_lean_runtime, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
             artifact_sha256=file_sha256(tmp), checkpoint_sha256=onnx_meta.checkpoint_sha256,

@@ -109,7 +109,10 @@ def test_sidecar_reports_the_gate(int8_path, onnx_fp32_path):
     assert ("openvino" in engines) == (importlib.util.find_spec("openvino") is not None)
     assert {"min_psnr_db", "mean_psnr_db", "max_abs_levels", "mean_abs_levels"} <= set(p)
     assert p["calibration"]["images"] and p["calibration"]["method"] == "minmax"
-    assert meta.onnx_sha256 == read_sidecar(onnx_fp32_path).artifact_sha256 or meta.onnx_sha256
+    from nst_runtime.artifact import file_sha256
+
+    # the INT8 file names the FP32 file it was made from: the file's own hash, as its sidecar records it
+    assert meta.onnx_sha256 == read_sidecar(onnx_fp32_path).artifact_sha256 == file_sha256(onnx_fp32_path)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

@@ -100,3 +100,34 @@ def test_version_compatible_embeds_the_lean_runtime_unless_excluded(onnx_fp32_pa
     assert meta.version_compatible is bool(options.get("version_compatible"))
     assert meta.exclude_lean_runtime is excluded
     assert engine.read_bytes() == b"fake plan bytes"
+
+
+def _with_sidecar(onnx_fp32_path, folder, **fields):
+    """A copy of the session's ONNX file whose sidecar says ``fields`` (e.g. an AdaIN graph's min_size 16, a
+    foreign graph's fixed batch)."""
+    import dataclasses
+    import shutil
+
+    from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+    path = folder / "m.onnx"
+    shutil.copy(onnx_fp32_path, path)
+    sidecar_path(path).write_text(dataclasses.replace(read_sidecar(onnx_fp32_path), **fields).to_json())
+    return path
+
+
+def test_engine_profile_and_sidecar_take_the_graphs_minimum_size_and_fixed_batch(onnx_fp32_path, tmp_path,
+                                                                                  fake_trt):
+    from nst_export.tensorrt_engine import engine_from_onnx
+    from nst_runtime.errors import UsageError
+    from nst_runtime.sidecar import read_sidecar
+
+    fixed = ShapeProfile(min=(1, 16, 16), opt=(1, 64, 64), max=(1, 1 << 15, 1 << 15))
+    onnx = _with_sidecar(onnx_fp32_path, tmp_path, min_size=16, profile=fixed)
+    asked = ShapeProfile(min=(1, 8, 8), opt=(2, 256, 256), max=(4, 512, 512))
+    meta = read_sidecar(engine_from_onnx(onnx, tmp_path / "m.engine", profile=asked))
+    assert meta.min_size == 16  # copied from the ONNX sidecar, not the TransformerNet's 8
+    assert meta.profile == ShapeProfile(min=(1, 16, 16), opt=(1, 256, 256), max=(1, 512, 512))
+    with pytest.raises(UsageError, match="H, W >= 16"):
+        engine_from_onnx(onnx, tmp_path / "n.engine",
+                         profile=ShapeProfile(min=(1, 8, 8), opt=(1, 12, 12), max=(1, 512, 512)))

@@ -387,7 +387,7 @@ def test_init_round_trip_and_step_one_losses_match_the_reference_formulas(tmp_pa
     style_t = to_tensor_times_255(np.asarray(Image.open(style).convert("RGB"))).unsqueeze(0).double()  # original size
     with torch.no_grad():
         y = start.double()(x)
-    vgg_state = torch.load(vgg_path)
+    vgg_state = torch.load(vgg_path, weights_only=True)
     convs = [(vgg_state[f"features.{i}.weight"], vgg_state[f"features.{i}.bias"])
              for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21)]
     c, s, _ = ref_objective(y, x, style_t, convs, VGG16, "torchvision", content_layer="relu2_2",
