@@ -97,7 +97,7 @@ class RunExtras:
     #: --cudnn-conv-algo-search: ONNX Runtime CUDA provider's convolution algorithm search
     cudnn_conv_algo_search: str = "HEURISTIC"
     #: --memory-limit in bytes (None: the library's default budget, half the available memory)
-    memory_limit: int | None = None
+    memory_limit: int | str | None = None
     #: --tile-mode: "fast" or "exact" whole-image statistics for tiled images
     tile_mode: str = "fast"
     #: --style: which style of a multi-style model (a name, an index or "I:W,J:W"); --style-image: the style
@@ -156,8 +156,8 @@ class Job:
 @click.option("--tile-mode", type=click.Choice(("fast", "exact")), default="fast", show_default=True,
               help="tiled images (NAME.tiling.onnx beside the model): fast = whole-image statistics estimated "
                    "from a downscaled copy, one pass over the tiles; exact = the image's own statistics, 16 passes")
-@memory_limit_option("memory budget of one network call: a size (4G, 512M) or a share of the available memory "
-                     "(60%); larger images run in tiles (default: half the memory available)")
+@memory_limit_option("memory budget of one network call: a size (4G, 512M), a share of the available memory "
+                     "(60%) or none; larger images run in tiles (default: half the memory available)")
 @positive_int("--batch-size", 1, "video frames per network call")
 @style_option
 @style_image_option
@@ -200,7 +200,7 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
             steps: dict[str, Any] | None = None, steady: bool = False, steady_weight: float = 0.6, crf: int = 18,
             codec: str | None = None, ray_address: str | None = None, allow_engine_host_code: bool = False,
             cudnn_conv_algo_search: str = "HEURISTIC", tile_mode: str = "fast",
-            memory_limit: int | None = None, style: str | None = None, pull: bool = False, sheet: bool = False,
+            memory_limit: int | str | None = None, style: str | None = None, pull: bool = False, sheet: bool = False,
             cell_size: int = 320, columns: int | None = None, work_size: int | None = None,
             style_image: str | None = None) -> int:
     setup_logging("nst-stylize", verbose=verbose, quiet=quiet)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -133,70 +131,28 @@ class DeviceType(click.ParamType):
         return "cuda" if str(value).strip().lower() == "cuda" else str(device)
 
 
-_SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1,
-          "k": 1 << 10, "kib": 1 << 10, "kb": 10**3,
-          "m": 1 << 20, "mib": 1 << 20, "mb": 10**6,
-          "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
-          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
 MEMORY_LIMIT_HELP = ("a size (4G, 512M, 1.5GiB: K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB "
-                     "of 1000) or a share of the memory available now (60%)")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations now (Linux ``MemAvailable``), or None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def parse_memory_limit(text: str | int, *, available: int | None = None) -> int:
-    """``"4G"``, ``"512M"``, ``"1.5GiB"``, ``"2000000"`` (bytes) or ``"60%"`` (of ``available``, default: the
-    memory available now) → bytes. Raises :class:`UsageError` naming the accepted forms."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text <= 0:
-            raise UsageError(f"memory limit {text}: expected a positive number of bytes.")
-        return text
-    raw = str(text).strip()
-    if raw.endswith("%"):
-        try:
-            share = float(raw[:-1])
-        except ValueError:
-            share = math.nan
-        if not 0 < share <= 100:
-            raise UsageError(f"memory limit {raw!r}: a percentage must be above 0 and at most 100.")
-        total = available if available is not None else available_memory()
-        if total is None:
-            raise UsageError(f"memory limit {raw!r}: this system does not report its available memory. "
-                             "Fix: give a size such as 4G.")
-        return max(1, int(total * share / 100))
-    m = _SIZE.match(raw)
-    unit = m.group("unit").lower() if m else None
-    if m is None or unit not in _UNITS:
-        raise UsageError(f"memory limit {raw!r}: expected {MEMORY_LIMIT_HELP}.")
-    value = int(float(m.group("number")) * _UNITS[unit])
-    if value <= 0:
-        raise UsageError(f"memory limit {raw!r}: expected a size above zero.")
-    return value
+                     "of 1000), a share of the memory available now (60%; the container's limit where smaller), "
+                     "or none (no budget)")
 
 
 class MemoryLimitType(click.ParamType):
     name = "size"
 
-    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        return "SIZE|N%"
+    """``--memory-limit``: parsed by :func:`nst_runtime.memory.parse_memory_size` (the library's own parser,
+    cgroup-aware for shares), so the command and ``memory_limit=`` take the same words: a size in bytes, or
+    ``"none"`` / ``"auto"`` as given (no budget / the default)."""
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SIZE|N%|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        from .memory import parse_memory_size
+
+        if isinstance(value, str) and value.strip().lower() in ("none", "unlimited", "auto"):
+            return value.strip().lower()
         try:
-            return parse_memory_limit(value)
+            return parse_memory_size(value)
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -241,7 +197,8 @@ def max_pixels_option(default: int) -> Callable[[F], F]:
 
 
 def memory_limit_option(help: str | None = None) -> Callable[[F], F]:
-    """``--memory-limit SIZE|N%`` → bytes (None when not given: the library's default budget)."""
+    """``--memory-limit SIZE|N%|none`` → bytes, or ``"none"``/``"auto"`` (None when not given: the library's
+    default budget)."""
     return click.option("--memory-limit", type=MemoryLimitType(), default=None,
                         help=help or f"memory budget: {MEMORY_LIMIT_HELP}; larger calls run in tiles")
 

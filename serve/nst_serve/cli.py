@@ -79,7 +79,7 @@ Ctrl-C or SIGTERM stops the service and the Ray it started. Details: docs/servin
 @verbosity_options
 def serve(models: tuple[str, ...], host: str, port: int, replicas: int | None, threads: int | None,
           max_batch: int, batch_wait_ms: float, max_ongoing: int | None, max_queued: int, retry_after: int,
-          max_pixels: int, max_body_mb: float, request_timeout: float, memory_limit: int | None, device: Device,
+          max_pixels: int, max_body_mb: float, request_timeout: float, memory_limit: int | str | None, device: Device,
           address: str | None, metrics_port: int | None, app_name: str, no_verify: bool, quiet: bool,
           verbose: int, pull: bool = False) -> int:
     from nst_runtime.models.store import model_argument

@@ -15,7 +15,6 @@ from nst_runtime.options import (
     memory_limit_option,
     nst_command,
     output_option,
-    parse_memory_limit,
     run_command,
     setup_logging,
     verbosity_options,
@@ -29,19 +28,42 @@ GiB, MiB = 1 << 30, 1 << 20
     ("100k", 100 * 1024), ("2000000", 2_000_000), (" 3 MiB ", 3 * MiB), ("1T", 1 << 40), (".5G", GiB // 2),
 ])
 def test_memory_sizes(text, expected):
-    assert parse_memory_limit(text) == expected
+    from nst_runtime.memory import parse_memory_size
+
+    assert parse_memory_size(text) == expected
+    probe, seen = _probe()
+    assert run_command(probe, ["-o", "x", "--memory-limit", text], prog="probe") == 0
+    assert seen["memory_limit"] == expected
 
 
-def test_memory_percentages_of_available_memory():
-    assert parse_memory_limit("60%", available=1000) == 600
-    assert parse_memory_limit("100%", available=1000) == 1000
-    assert 0 < parse_memory_limit("50%") <= parse_memory_limit("100%")  # the machine's own figure
+def test_memory_percentages_use_the_cgroup_aware_available_memory(monkeypatch):
+    """--memory-limit N% is a share of nst_runtime.memory.available_memory (the container's limit where it is
+    smaller than MemAvailable): the one parser the library uses too."""
+    from nst_runtime import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000)
+    assert memory.parse_memory_size("60%") == 600
+    probe, seen = _probe()
+    assert run_command(probe, ["-o", "x", "--memory-limit", "60%"], prog="probe") == 0
+    assert seen["memory_limit"] == 600
+
+
+def test_memory_limit_none_means_no_budget_as_the_docs_say():
+    from nst_runtime.memory import resolve_memory_limit
+
+    probe, seen = _probe()
+    assert run_command(probe, ["-o", "x", "--memory-limit", "none"], prog="probe") == 0
+    assert resolve_memory_limit(seen["memory_limit"]) is None
 
 
 @pytest.mark.parametrize("text", ["", "abc", "0", "0G", "-1G", "4X", "4 G B", "150%", "0%", "-5%", "x%", "G"])
-def test_bad_memory_limits_are_usage_errors(text):
+def test_bad_memory_limits_are_usage_errors(text, capsys):
+    from nst_runtime.memory import parse_memory_size
+
     with pytest.raises(UsageError, match="memory limit"):
-        parse_memory_limit(text, available=1000)
+        parse_memory_size(text)
+    probe, _ = _probe()
+    assert run_command(probe, ["-o", "x", "--memory-limit", text], prog="probe") == 2
 
 
 def _probe(**extra):
