@@ -804,9 +804,9 @@ def check_foreign_deploy_model(model: Any, *, dynamic_batch: bool, precision: st
         elif dynamic_batch and not isinstance(dims[0], str):
             problems.append(f"{kind} batch is fixed ({dims[0]}), expected dynamic")
     if precision == "fp16":
-        from .onnx_export import _conv_weight_dtypes
+        from .artifacts import conv_weight_dtypes
 
-        wrong = [n for n, dt in _conv_weight_dtypes(model).items() if dt != onnx.TensorProto.FLOAT16]
+        wrong = [n for n, dt in conv_weight_dtypes(model).items() if dt != onnx.TensorProto.FLOAT16]
         if wrong:
             problems.append(f"{len(wrong)} Conv weights not FP16 (e.g. {wrong[0]})")
     if problems:
@@ -987,7 +987,7 @@ def onnx_from_foreign(
     """
     from nst_runtime.artifact import file_sha256
 
-    from .onnx_export import onnx_sidecar, publish, save_model, temp_path_for
+    from .artifacts import onnx_sidecar, publish, save_model, temp_path_for
 
     source, out = Path(source), Path(out)
     if source.resolve() == out.resolve() or (fp16_out is not None and source.resolve() == Path(fp16_out).resolve()):

@@ -34,7 +34,7 @@ from typing import Any
 from nst_runtime.errors import ModelFileError
 from nst_runtime.sidecar import read_sidecar
 
-from .onnx_export import check_onnx_model, onnx_sidecar, publish, save_model, temp_path_for
+from .artifacts import STYLE_NAME, check_onnx_model, onnx_sidecar, publish, save_model, temp_path_for
 from .parity import (
     DEFAULT_SHAPES,
     DEFAULT_TOLERANCE,
@@ -44,7 +44,6 @@ from .parity import (
     onnx_reference_with,
     torch_reference,
 )
-from .wrapper import STYLE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ def fp16_onnx_from_onnx(
     is ``tolerance.fp16_min_psnr_db``. Written to a temp name and renamed only after passing, with a sidecar.
     """
     import onnx
-    from nst_train.checkpoint import file_sha256, load_checkpoint
+    from nst_runtime.artifact import file_sha256
 
     onnx_path, out = Path(onnx_path), Path(out)
     if not onnx_path.is_file():
@@ -182,6 +181,8 @@ def fp16_onnx_from_onnx(
     style = source_meta.style if source_meta else None
     names = style.names if style is not None else ()
     if checkpoint is not None:
+        from nst_train.checkpoint import load_checkpoint
+
         ckpt = load_checkpoint(checkpoint)
         net = ckpt.model()
 
@@ -189,7 +190,7 @@ def fp16_onnx_from_onnx(
             return torch_reference(net, weights)
 
         reference_name = "pytorch-fp32"
-        checkpoint_sha, architecture = file_sha256(checkpoint), ckpt.metadata.architecture
+        checkpoint_sha, architecture = file_sha256(Path(checkpoint)), ckpt.metadata.architecture
     else:
         def reference_for(weights: Any) -> Any:
             return onnx_reference(onnx_path) if weights is None else onnx_reference_with(

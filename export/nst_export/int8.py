@@ -385,10 +385,10 @@ def int8_onnx_from_onnx(
         ModelFileError: ``onnx_path`` is not an FP32 nst ONNX file.
     """
     import onnx
+    from nst_runtime.artifact import file_sha256
     from nst_runtime.sidecar import read_sidecar
-    from nst_train.checkpoint import file_sha256
 
-    from .onnx_export import check_onnx_model, onnx_sidecar, publish, temp_path_for
+    from .artifacts import check_onnx_model, onnx_sidecar, publish, temp_path_for
     from .parity import onnx_reference, torch_reference
 
     if calibration_dir is None:
@@ -411,7 +411,7 @@ def int8_onnx_from_onnx(
 
         ckpt = load_checkpoint(checkpoint)
         reference, reference_name = torch_reference(ckpt.model()), "pytorch-fp32"
-        checkpoint_sha, architecture = file_sha256(checkpoint), ckpt.metadata.architecture
+        checkpoint_sha, architecture = file_sha256(Path(checkpoint)), ckpt.metadata.architecture
     else:
         reference, reference_name = onnx_reference(onnx_path), f"onnx-fp32 ({onnx_path.name}, onnxruntime CPU)"
         checkpoint_sha = source_meta.checkpoint_sha256 if source_meta else None
@@ -464,7 +464,7 @@ def check_int8_model(model: Any) -> None:
     import onnx
     from onnx import numpy_helper
 
-    from .onnx_export import check_onnx_model
+    from .artifacts import check_onnx_model
 
     problems: list[str] = []
     try:

@@ -18,17 +18,27 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nst_runtime.errors import ModelFileError, UsageError
-from nst_runtime.sidecar import Sidecar, StyleInput, TensorSpec, sidecar_path
+from nst_runtime.errors import UsageError
+from nst_runtime.sidecar import StyleInput
 
+# the torch-free helpers every artifact shares live in .artifacts; importable from here as before
+from .artifacts import (  # noqa: F401
+    DYNAMIC_DIMS,
+    check_onnx_model,
+    conv_weight_dtypes,
+    make_readable,
+    onnx_sidecar,
+    publish,
+    save_model,
+    temp_path_for,
+    utc_now,
+)
 from .parity import (
     DEFAULT_SHAPES,
     DEFAULT_TOLERANCE,
-    ParityReport,
     ParityTolerance,
     check_parity_styles,
     torch_reference,
@@ -40,14 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 #: lowest opset the dynamo exporter emits .. highest documented for TensorRT 10.15's parser (11.x: 25)
 MIN_OPSET, MAX_OPSET = 18, 24
-DYNAMIC_DIMS = ("batch", "height", "width")
 #: upper bounds given to torch.export for the symbolic dims (they do not end up in the ONNX file)
 _MAX_DIM = 1 << 16
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 
 @contextlib.contextmanager
@@ -124,114 +128,6 @@ def _set_metadata(model: Any, items: dict[str, str]) -> None:
         prop.key, prop.value = key, value
 
 
-def check_onnx_model(model: Any, *, expect_precision: str | None = None, styles: int | None = None) -> None:
-    """Structural checks every nst ONNX graph must pass; :class:`ModelFileError` listing what is wrong.
-
-    ``onnx.checker`` (full check, with shape inference), one uint8 input and output named per the contract,
-    dynamic N/H/W and C == 3, and InstanceNormalization nodes present: TensorRT maps that op type natively and
-    the FP16 conversion keeps exactly that op type in FP32, so a decomposed norm would silently lose both.
-    """
-    import onnx
-
-    problems: list[str] = []
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        problems.append(f"onnx.checker: {str(exc).splitlines()[0]}")
-    inputs = list(model.graph.input)
-    style = [v for v in inputs if v.name == STYLE_NAME]
-    if styles is not None:
-        dims = [d.dim_value for d in style[0].type.tensor_type.shape.dim] if style else []
-        if not style or dims != [styles]:
-            problems.append(f"expected a float32 input {STYLE_NAME!r} of shape [{styles}] (the style weights)")
-    # inputs besides the image (style weights; AdaIN's style statistics and alpha): float32 of a fixed shape
-    for extra in (v for v in inputs if v.name != INPUT_NAME):
-        tensor = extra.type.tensor_type
-        if tensor.elem_type != onnx.TensorProto.FLOAT or not all(d.HasField("dim_value") for d in tensor.shape.dim):
-            problems.append(f"input {extra.name!r}: expected float32 of a fixed shape besides the uint8 image")
-    inputs = [v for v in inputs if v.name == INPUT_NAME] or inputs
-    for kind, values, name in (("input", inputs, INPUT_NAME), ("output", model.graph.output, OUTPUT_NAME)):
-        if len(values) != 1 or values[0].name != name:
-            problems.append(f"expected one {kind} named {name!r}, found {[v.name for v in values]}")
-            continue
-        tensor = values[0].type.tensor_type
-        if tensor.elem_type != onnx.TensorProto.UINT8:
-            problems.append(f"{kind} dtype {onnx.TensorProto.DataType.Name(tensor.elem_type)}, expected UINT8")
-        dims = tensor.shape.dim
-        if len(dims) != 4:
-            problems.append(f"{kind} rank {len(dims)}, expected 4 (NHWC)")
-            continue
-        for axis, d in zip(DYNAMIC_DIMS, dims, strict=False):
-            if not d.dim_param or d.HasField("dim_value"):
-                problems.append(f"{kind} {axis} is fixed ({d.dim_value}), expected dynamic")
-        if dims[3].dim_value != 3:
-            problems.append(f"{kind} channels {dims[3].dim_value or dims[3].dim_param!r}, expected 3")
-    ops = [n.op_type for n in model.graph.node]
-    if ops.count("InstanceNormalization") == 0:
-        problems.append("no InstanceNormalization nodes (the norm was decomposed); TensorRT's native mapping and "
-                        "the FP32 island of the FP16 graph rely on that op type")
-    if expect_precision is not None:
-        conv_dtypes = _conv_weight_dtypes(model)
-        want = onnx.TensorProto.FLOAT16 if expect_precision == "fp16" else onnx.TensorProto.FLOAT
-        wrong = sorted(name for name, dt in conv_dtypes.items() if dt != want)
-        if wrong:
-            problems.append(f"{len(wrong)} Conv weights not {expect_precision} (e.g. {wrong[0]})")
-    if problems:
-        raise ModelFileError(
-            f"the exported ONNX graph breaks the nst contract: {'; '.join(problems)}. This is a bug in the "
-            "export (or an unsupported PyTorch version); please report it with `pip list` output."
-        )
-
-
-def _conv_weight_dtypes(model: Any) -> dict[str, int]:
-    inits = {i.name: i.data_type for i in model.graph.initializer}
-    return {n.input[1]: inits.get(n.input[1], 0) for n in model.graph.node if n.op_type == "Conv"}
-
-
-def save_model(model: Any, path: str | os.PathLike[str], *, final: Path) -> None:
-    """Serialize ``model`` to ``path`` (the temp name of ``final``); a full disk becomes a one-line
-    :class:`WriteError` naming ``final``."""
-    import onnx
-    from nst_runtime.errors import write_error
-
-    try:
-        onnx.save_model(model, os.fspath(path))
-        with open(path, "rb+") as f:  # on disk before the rename that publishes it
-            os.fsync(f.fileno())
-    except OSError as exc:
-        raise write_error(final, exc) from exc
-
-
-def temp_path_for(out: Path) -> Path:
-    """A hidden temp name in the destination folder (same filesystem, so the final rename is atomic)."""
-    return out.with_name(f".{out.name}.{os.getpid()}.tmp")
-
-
-def publish(tmp: Path, out: Path, sidecar: Sidecar) -> Path:
-    """Move a checked artifact into place, then write its sidecar atomically."""
-    from nst_train.atomic import atomic_write
-
-    os.replace(tmp, out)
-    try:
-        with atomic_write(sidecar_path(out), "w") as f:
-            f.write(sidecar.to_json())
-        make_readable(out)
-        make_readable(sidecar_path(out))
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            out.unlink()
-        raise
-    return out
-
-
-def make_readable(path: Path) -> None:
-    """Temp files are created 0600; artifacts are shared (Triton, containers), so give them the umask's mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
-
-
 def onnx_from_checkpoint(
     checkpoint: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -247,7 +143,8 @@ def onnx_from_checkpoint(
     (``out + ".json"``, with the parity numbers) written. On any failure nothing is left at ``out``.
     Raises :class:`CheckpointError`, :class:`ParityError`, :class:`ModelFileError`, :class:`UsageError`.
     """
-    from nst_train.checkpoint import file_sha256, load_checkpoint
+    from nst_runtime.artifact import file_sha256
+    from nst_train.checkpoint import load_checkpoint
 
     out = Path(out)
     ckpt = load_checkpoint(checkpoint)
@@ -265,25 +162,13 @@ def onnx_from_checkpoint(
                                      tolerance=tolerance, shapes=parity_shapes, label=str(out))
         log.info("FP32 parity: %s", report.summary())
         meta = onnx_sidecar(precision="fp32", opset=opset, artifact_sha256=file_sha256(tmp),
-                            checkpoint_sha256=file_sha256(checkpoint), onnx_sha256=None,
+                            checkpoint_sha256=file_sha256(Path(checkpoint)), onnx_sha256=None,
                             parity=report, architecture=ckpt.metadata.architecture,
                             style=style_input_of(names), gflop_per_mpx=network_gflop_per_mpx(ckpt))
         return publish(tmp, out, meta)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def onnx_sidecar(*, precision: str, opset: int | None, artifact_sha256: str, checkpoint_sha256: str | None,
-                 onnx_sha256: str | None, parity: ParityReport, architecture: str | None,
-                 style: StyleInput | None = None, gflop_per_mpx: float | None = None) -> Sidecar:
-    return Sidecar(
-        kind="onnx", precision=precision,  # type: ignore[arg-type]
-        input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME), min_size=MIN_SIZE, opset=opset,
-        artifact_sha256=artifact_sha256, checkpoint_sha256=checkpoint_sha256, onnx_sha256=onnx_sha256,
-        parity=parity.to_dict(), architecture=architecture, created_at=utc_now(), style=style,
-        gflop_per_mpx=gflop_per_mpx,
-    )
 
 
 def style_names_of(ckpt: Any) -> tuple[str, ...]:

@@ -24,8 +24,7 @@ from typing import Any
 from nst_runtime.errors import BackendUnavailableError, ModelFileError, UsageError
 from nst_runtime.sidecar import ShapeProfile, Sidecar, TensorSpec, read_sidecar
 
-from .onnx_export import publish, temp_path_for, utc_now
-from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
+from .artifacts import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, publish, temp_path_for, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +165,8 @@ def engine_from_onnx(
     Raises :class:`BackendUnavailableError` (no tensorrt / no GPU), :class:`ModelFileError` (parser errors,
     listed one by one; build failure), :class:`UsageError` (bad profile or options).
     """
-    from nst_train.atomic import atomic_write
-    from nst_train.checkpoint import file_sha256
+    from nst_runtime.artifact import file_sha256
+    from nst_runtime.atomic import atomic_write
 
     onnx_path, out = Path(onnx_path), Path(out)
     validate_profile(profile)  # the general rules first; the graph's own minimum and batch below

@@ -32,7 +32,7 @@ from pathlib import Path
 from nst_runtime.errors import ModelFileError, UsageError
 from nst_runtime.sidecar import StyleInput, read_sidecar, sidecar_path
 
-from .wrapper import INPUT_NAME, OUTPUT_NAME
+from .artifacts import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def triton_repo_from_artifact(
     For an engine, ``max_batch_size`` defaults to the profile's max N (Triton must not send larger batches
     than the engine accepts). Returns the path of ``config.pbtxt``.
     """
-    from nst_train.atomic import atomic_write
+    from nst_runtime.atomic import atomic_write
 
     artifact = Path(artifact)
     meta = read_sidecar(artifact)

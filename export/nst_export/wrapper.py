@@ -19,13 +19,7 @@ import torch
 from nst_train.model import SIZE_MULTIPLE, TransformerNet
 from torch import nn
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
-#: a multi-style network's second input: float32 [styles], the weights of its styles
-STYLE_NAME = "style"
-#: smallest height/width the graph accepts (the 9x9 reflection pad needs more than 4 pixels; the runtime
-#: pads anything smaller on the host)
-MIN_SIZE = 8
+from .artifacts import INPUT_NAME, MIN_SIZE, OUTPUT_NAME, STYLE_NAME  # noqa: F401  (the contract's names)
 
 
 class DeployWrapper(nn.Module):

@@ -94,3 +94,15 @@ def fake_trt(monkeypatch):
     monkeypatch.setattr(tensorrt_engine, "import_tensorrt", lambda: trt)
     monkeypatch.setattr(tensorrt_engine, "gpu_info", lambda: tensorrt_engine.GpuInfo("Fake GPU", "9.0"))
     return trt
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    """A checkpoint of a small network (slim family, trunk 8, 1 residual block; the project's random test
+    network recipe): for tests of the export's mechanics, where the network's size does not matter and a
+    smaller graph exports several times faster."""
+    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
+    from nst_train.samples import vivid_random_net
+
+    net = vivid_random_net(3, arch="slim", channels=8, res_blocks=1)
+    return save_checkpoint(tmp_path_factory.mktemp("small") / "small.pth", net, CheckpointMetadata(steps=0))

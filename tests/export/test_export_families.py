@@ -16,7 +16,7 @@ def slim_ckpt(tmp_path_factory):
     from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
     from nst_train.samples import vivid_random_net
 
-    net = vivid_random_net(5, arch="slim", res_blocks=3)
+    net = vivid_random_net(5, arch="slim", res_blocks=1)
     return save_checkpoint(tmp_path_factory.mktemp("slim") / "slim.pth", net, CheckpointMetadata(steps=0))
 
 
@@ -25,7 +25,7 @@ def multi_ckpt(tmp_path_factory):
     from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
     from nst_train.samples import vivid_random_net
 
-    net = vivid_random_net(6, arch="slim", res_blocks=2, styles=len(STYLES))
+    net = vivid_random_net(6, arch="slim", res_blocks=1, styles=len(STYLES))
     with torch.no_grad():  # distinct styles: each row of every conditional norm its own
         for p in net.parameters():
             if p.dim() == 2:  # [styles, channels]: only the conditional norms' rows are 2-D
@@ -44,7 +44,7 @@ def multi_export(tmp_path_factory, multi_ckpt):
 
 
 def test_slim_exports_with_its_cost_and_a_working_tiling_graph(slim_ckpt, tmp_path):
-    """The tiling graph's layer list comes from the network (3 residual blocks: 11 norm layers, not 15) and it
+    """The tiling graph's layer list comes from the network (1 residual block: 7 norm layers, not 15) and it
     passes its own numerical check against PyTorch."""
     from nst_export.onnx_export import onnx_from_checkpoint
     from nst_export.tiling_graph import norm_layers, tiling_onnx_from_checkpoint
@@ -57,8 +57,8 @@ def test_slim_exports_with_its_cost_and_a_working_tiling_graph(slim_ckpt, tmp_pa
     meta = read_sidecar(onnx_path)
     net = load_checkpoint(slim_ckpt).model()
     assert meta.gflop_per_mpx == round(gflop_per_megapixel(net.shape), 1)
-    assert meta.architecture == "transformer_net/slim-c32-r3-v1" and meta.style is None
-    assert len(norm_layers(net)) == 3 + 2 * 3 + 2
+    assert meta.architecture == "transformer_net/slim-c32-r1-v1" and meta.style is None
+    assert len(norm_layers(net)) == 3 + 2 * 1 + 2
     tiling = tiling_onnx_from_checkpoint(slim_ckpt, tmp_path / "slim.tiling.onnx")
     assert read_sidecar(tiling).parity["max_abs_levels"] <= 1
     x = np.random.default_rng(0).integers(0, 256, (96, 200, 3), np.uint8)

@@ -438,3 +438,25 @@ def test_foreign_import_with_int8_writes_the_gated_int8_file(tmp_path, capsys):
     meta = read_sidecar(tmp_path / "out" / "m.int8.onnx")
     assert meta.precision == "int8" and meta.parity["passed"]
     assert "m.int8.onnx" in capsys.readouterr().out
+
+
+def test_foreign_import_fp16_and_engine_modules_load_no_torch(tmp_path):
+    """The models cache pulls and imports ONNX files where torch may be absent: the import (FP32 + FP16), and
+    the FP16, INT8, engine and Triton modules, need only onnx and onnxruntime."""
+    import subprocess
+    import sys
+
+    src = _nhwc_unit_range_graph(tmp_path / "unit.onnx")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import nst_export.fp16, nst_export.int8, nst_export.tensorrt_engine, nst_export.triton\n"
+        "from nst_export.foreign import ForeignImport, onnx_from_foreign\n"
+        f"out = Path({str(tmp_path)!r})\n"
+        f"r = onnx_from_foreign(Path({str(src)!r}), out / 'm.onnx', fp16_out=out / 'm.fp16.onnx',\n"
+        "                      options=ForeignImport(input_range=(0, 1), output_range=(0, 1)))\n"
+        "assert r.fp16 is not None and r.fp16.is_file()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'nst_train')))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -132,7 +132,7 @@ def test_bad_checkpoint_raises_and_leaves_no_files(tmp_path, content):
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def test_failed_parity_leaves_no_artifact(tmp_path, checkpoint_path, monkeypatch):
+def test_failed_parity_leaves_no_artifact(tmp_path, small_checkpoint, monkeypatch):
     import nst_export.onnx_export as onnx_export
     from nst_runtime.errors import ParityError
 
@@ -145,7 +145,7 @@ def test_failed_parity_leaves_no_artifact(tmp_path, checkpoint_path, monkeypatch
     monkeypatch.setattr(onnx_export, "torch_reference", off_by_three)
     out = tmp_path / "m.onnx"
     with pytest.raises(ParityError) as info:
-        onnx_export.onnx_from_checkpoint(checkpoint_path, out)
+        onnx_export.onnx_from_checkpoint(small_checkpoint, out)
     msg = str(info.value)
     # every batch fails and every one is listed with its numbers
     assert msg.count("max |diff|") == 3 and "Nothing was written" in msg
