@@ -62,7 +62,8 @@ examples:
   nst-export mosaic.pth --onnx-only --int8 --calibration-dir photos/
       adds out/mosaic.int8.onnx: convolutions in INT8 (QDQ), calibrated on the photos in photos/ (32 at
       most, every 5th held out), written only if the held-out photos keep --int8-min-psnr against PyTorch
-      FP32 on ONNX Runtime and OpenVINO. Fastest on CPUs with OpenVINO: nst-stylize out/mosaic.int8.onnx ...
+      FP32 on ONNX Runtime (and on OpenVINO where it is installed). Fastest on CPUs with OpenVINO:
+      nst-stylize out/mosaic.int8.onnx ...
   nst-export mosaic-9.onnx --fp16 --onnx-only
       import an ONNX style network from elsewhere (the ONNX Model Zoo's: opset 8/9, fixed 1x3x224x224, float
       0..255): the uint8 NHWC contract by graph composition, sizes made dynamic where the graph allows, FP16,
