@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,9 @@ class ModelArtifact:
     path: Path
     kind: ArtifactKind
     sidecar: Sidecar
+    #: an engine's bytes, read once and checked against the sidecar's hash (``open_artifact(keep_bytes=True)``):
+    #: the loader deserializes exactly these, without reading or hashing the file again
+    verified_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def kind_from_path(path: Path) -> ArtifactKind:
@@ -74,8 +77,12 @@ def fallback_hint(path: Path) -> str:
     return " Or run the engine's ONNX file with --backend onnxruntime, which works anywhere."
 
 
-def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, role: str = "stylize") -> ModelArtifact:
+def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, role: str = "stylize",
+                  keep_bytes: bool = False) -> ModelArtifact:
     """Find ``path`` and its sidecar and check them against each other (no backend involved).
+
+    ``keep_bytes``: read the file once and keep the bytes whose hash was checked (``verified_bytes``; for an
+    engine, which is deserialized from memory): the file is hashed once per open.
 
     ``role``: ``"stylize"`` for a model to run, ``"tiling"`` for the tiling graph beside it, ``"adain-style"``
     for an AdaIN model's style graph (its outputs are float statistics, not an image).
@@ -106,11 +113,17 @@ def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, rol
             )
     if meta.min_size < 1:
         raise ModelFileError(f"{path}: sidecar min_size {meta.min_size} must be >= 1. Fix: re-export.")
+    data = None
     if verify_hash:
         if meta.artifact_sha256 is None:
             logger.warning("%s: the sidecar holds no artifact_sha256; the file cannot be verified", path)
         else:
-            actual = file_sha256(path)
+            if keep_bytes:
+                with open_regular(path, what="a model file", error=ModelFileError) as f:
+                    data = f.read()
+                actual = hashlib.sha256(data).hexdigest()
+            else:
+                actual = file_sha256(path)
             if actual != meta.artifact_sha256:
                 raise ModelFileError(
                     f"{path}: content hash {actual[:12]}… does not match the sidecar's "
@@ -120,7 +133,7 @@ def open_artifact(path: str | os.PathLike[str], *, verify_hash: bool = True, rol
                 )
     if kind == "onnx":
         check_onnx_external_data(path)
-    return ModelArtifact(path, kind, meta)
+    return ModelArtifact(path, kind, meta, data)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -36,8 +37,8 @@ from .temporal import TemporalOptions, TemporalSmoother
 from .tiling import (
     DEFAULT_FAST_HALO,
     DEFAULT_TILE_HALO,
-    FAST_STATS_SHARE,
     TilingGraph,
+    fast_stats_pixels,
     find_tiling_graph,
     stylize_exact,
     stylize_fast,
@@ -239,7 +240,12 @@ class Stylizer:
         from .models.store import resolve_model
 
         # a model name ("mosaic") opens the cached artifact of nst's catalogue (nst-models pull NAME)
-        artifact = open_artifact(resolve_model(path), verify_hash=verify_hash)
+        target = Path(resolve_model(path))
+        # each file is hashed once: an engine here (before TensorRT is imported), its bytes kept for the loader;
+        # an ONNX file once the backend has chosen which one it runs (model.onnx, or its FP16 sibling on a GPU)
+        is_engine = _is_engine_path(target)
+        artifact = open_artifact(target, verify_hash=verify_hash and is_engine, keep_bytes=is_engine)
+        engine_bytes, artifact = artifact.verified_bytes, dataclasses.replace(artifact, verified_bytes=None)
         tiling = dict(tile_halo=tile_halo, tile_mode=tile_mode, memory_limit=memory_limit, check_contract=True,
                       style=style, max_pixels=max_pixels,
                       style_graph=_style_graph_loader(verify_hash=verify_hash, intra_op_threads=intra_op_threads),
@@ -258,6 +264,8 @@ class Stylizer:
         if chosen == "openvino":
             from .openvino_backend import CompiledModelFromOnnx, OpenVinoRunner
 
+            artifact = open_artifact(artifact.path, verify_hash=verify_hash)
+
             runner_ov = OpenVinoRunner(CompiledModelFromOnnx(artifact.path, threads=intra_op_threads),
                                        sidecar=artifact.sidecar).activate()
             return cls(runner_ov, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
@@ -273,7 +281,8 @@ class Stylizer:
             try:
                 runner_trt = TensorRTRunner(
                     EngineFromPath(artifact.path, sidecar=artifact.sidecar, device=parse_device(device).gpu_index,
-                                   verify_hash=verify_hash, allow_engine_host_code=allow_engine_host_code),
+                                   verify_hash=verify_hash, allow_engine_host_code=allow_engine_host_code,
+                                   verified_bytes=engine_bytes),
                     contexts=contexts, cuda_graphs=cuda_graphs,
                 ).activate()
             except BackendUnavailableError as exc:
@@ -308,7 +317,8 @@ class Stylizer:
             sibling = fp16_sibling(artifact.path)
             if sibling is not None:
                 logger.info("GPU provider: using the FP16 graph %s", sibling.name)
-                artifact = open_artifact(sibling, verify_hash=verify_hash)
+                artifact = open_artifact(sibling, verify_hash=False)
+        artifact = open_artifact(artifact.path, verify_hash=verify_hash)  # the one file this session runs
         runner = OnnxRuntimeRunner(
             SessionFromOnnx(artifact.path, providers=chosen_providers, intra_op_threads=intra_op_threads),
             sidecar=artifact.sidecar,
@@ -515,7 +525,7 @@ class Stylizer:
         if graph is not None:
             budget = self._call_budget()
             ph, pw = padded.shape[:2]
-            stats_pixels = int(ph * pw * FAST_STATS_SHARE)
+            stats_pixels = fast_stats_pixels(ph, pw, tile_h=limit_h, tile_w=limit_w)
             if budget is not None:
                 stats_pixels = min(stats_pixels, self._call_cost(tiling_graph=True).pixels_within(budget))
             return stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
@@ -722,6 +732,15 @@ def _tiling_loader(
                                  verify_hash=verify_hash)
 
     return load
+
+
+def _is_engine_path(path: Path) -> bool:
+    from .artifact import kind_from_path
+
+    try:
+        return kind_from_path(path) == "tensorrt"
+    except ModelFileError:  # an unknown suffix: open_artifact says so in its own words
+        return False
 
 
 def _style_graph_loader(*, verify_hash: bool, intra_op_threads: int | None) -> Callable[..., Any]:

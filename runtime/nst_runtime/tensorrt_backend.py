@@ -227,8 +227,11 @@ class EngineFromPath:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, sidecar: Sidecar, device: int = 0, verify_hash: bool = True,
-                 allow_engine_host_code: bool = False) -> None:
+                 allow_engine_host_code: bool = False, verified_bytes: bytes | None = None) -> None:
         self.path = Path(path)
+        #: the engine's bytes as ``open_artifact(keep_bytes=True)`` read and hashed them: deserialized as they are
+        #: (handed over once: the loader drops its reference when it has used them)
+        self._verified_bytes = verified_bytes
         self.sidecar = sidecar
         self.device = device
         self.verify_hash = verify_hash
@@ -251,8 +254,13 @@ class EngineFromPath:
         check_tensorrt_version(path, meta, trt.__version__)
         check_engine_hash_present(path, meta, verify_hash=self.verify_hash)
         host_code = engine_needs_host_code(path, meta, allow_engine_host_code=self.allow_engine_host_code)
-        blob = path.read_bytes()
-        if self.verify_hash and hashlib.sha256(blob).hexdigest() != meta.artifact_sha256:
+        blob, self._verified_bytes = self._verified_bytes, None
+        if blob is None:  # read here: these bytes, not the file, are what is checked and deserialized
+            blob = path.read_bytes()
+            verified = False
+        else:
+            verified = True
+        if self.verify_hash and not verified and hashlib.sha256(blob).hexdigest() != meta.artifact_sha256:
             raise ModelFileError(f"{path}: its content changed after its hash was checked (the bytes read now do "
                                  "not match the sidecar). Fix: do not replace model files while they load.")
         trt_logger = trt.Logger(trt.Logger.WARNING)

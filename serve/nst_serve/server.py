@@ -110,11 +110,14 @@ def check_models(config: ServeConfig) -> None:
             raise ModelFileError(f"model {spec.name}: " + " | ".join(errors))
 
 
-def deploy(config: ServeConfig, *, timeout_s: float = 600.0) -> Deployed:
-    """Deploy on the Ray this process is connected to; return once every replica of every model runs."""
+def deploy(config: ServeConfig, *, timeout_s: float = 600.0, checked: bool = False) -> Deployed:
+    """Deploy on the Ray this process is connected to; return once every replica of every model runs.
+    ``checked``: :func:`check_models` already ran (each file is hashed once here; each replica, a process of
+    its own, possibly on another node, checks the file it loads again)."""
     from ray import serve
 
-    check_models(config)
+    if not checked:
+        check_models(config)
     plan = cluster_plan(config)
     serve.start(http_options={"host": config.host, "port": config.port,
                               "request_timeout_s": config.request_timeout_s + 10})
@@ -190,7 +193,7 @@ def run_server(config: ServeConfig, *, on_ready: Callable[[Deployed], None] | No
         ray.init(**init)
         for sig in previous:  # after ray.init, which installs its own SIGTERM handler in the driver
             signal.signal(sig, request_stop)
-        deployed = deploy(config)
+        deployed = deploy(config, checked=True)
         ready.set()
         if on_ready is not None:
             on_ready(deployed)

@@ -106,3 +106,79 @@ def test_other_gpu_architecture_is_refused_with_the_fix():
     check_compute_capability(ENGINE, meta, "8.9", "NVIDIA L40S")
     with pytest.raises(BackendUnavailableError, match=r"built for compute capability 8\.9 \(NVIDIA L4\).*9\.0"):
         check_compute_capability(ENGINE, meta, "9.0", "NVIDIA H100")
+
+
+def test_each_model_file_is_hashed_once_per_open(onnx_fp32_path, onnx_fp16_path, tmp_path, monkeypatch):
+    """On a GPU provider the FP16 sibling runs: it is hashed once and model.onnx, which does not run, not at all
+    (the provider is simulated: a CPU session stands in for CUDA's)."""
+    from nst_runtime import Stylizer, artifact, onnxruntime_backend
+
+    for src, name in ((onnx_fp32_path, "tiny.onnx"), (onnx_fp16_path, "tiny.fp16.onnx")):
+        shutil.copy(src, tmp_path / name)
+        shutil.copy(sidecar_path(src), sidecar_path(tmp_path / name))
+    hashed: list[str] = []
+    real = artifact.file_sha256
+    monkeypatch.setattr(artifact, "file_sha256", lambda path, **kw: hashed.append(Path(path).name) or real(path, **kw))
+    with Stylizer.open(tmp_path / "tiny.onnx", device="cpu", backend="onnxruntime"):
+        pass
+    assert hashed == ["tiny.onnx"]
+    hashed.clear()
+    monkeypatch.setattr(onnxruntime_backend, "select_providers",
+                        lambda *a, **k: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    cpu_call = onnxruntime_backend.SessionFromOnnx.__call__
+
+    def cpu_session(self):
+        self.providers = ["CPUExecutionProvider"]
+        return cpu_call(self)
+
+    monkeypatch.setattr(onnxruntime_backend.SessionFromOnnx, "__call__", cpu_session)
+    with Stylizer.open(tmp_path / "tiny.onnx", backend="onnxruntime") as s:
+        assert s.path.name == "tiny.fp16.onnx"
+    assert hashed == ["tiny.fp16.onnx"]
+
+
+def test_an_engine_is_hashed_once_and_the_verified_bytes_are_deserialized(tmp_path, monkeypatch):
+    """open_artifact reads and hashes an engine's bytes before TensorRT is imported; the loader deserializes
+    those very bytes without reading or hashing the file again."""
+    import hashlib
+
+    from nst_runtime import tensorrt_backend as tb
+    from nst_runtime.artifact import open_artifact
+    from nst_runtime.sidecar import Sidecar, sidecar_path
+
+    engine = tmp_path / "m.fp16.engine"
+    engine.write_bytes(b"engine bytes" * 40)
+    sidecar_path(engine).write_text(Sidecar(kind="tensorrt", precision="fp16", tensorrt_version="10.16.1",
+                                            compute_capability="9.0",
+                                            artifact_sha256=hashlib.sha256(engine.read_bytes()).hexdigest()).to_json())
+    art = open_artifact(engine, keep_bytes=True)
+    assert art.verified_bytes == engine.read_bytes()
+    engine.write_bytes(b"swapped after the check")  # the loader must not read the file again
+    calls = []
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(a) or pytest.fail("hashed twice"))
+    loader = tb.EngineFromPath(engine, sidecar=art.sidecar, verified_bytes=art.verified_bytes)
+
+    class Stop(Exception):
+        pass
+
+    class Trt:
+        __version__ = "10.16.1"
+        Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+
+        def Runtime(self, logger):
+            return type("R", (), {"deserialize_cuda_engine": lambda self, blob: seen.append(blob) or
+                                  (_ for _ in ()).throw(Stop())})()
+
+    seen: list[bytes] = []
+    from nst_runtime.sidecar import ShapeProfile
+
+    monkeypatch.setattr(tb, "profile_from_sidecar", lambda meta, path: ShapeProfile((1, 8, 8), (1, 8, 8), (1, 8, 8)))
+    monkeypatch.setattr(tb, "_tensorrt_module", lambda meta: Trt())
+    monkeypatch.setattr(tb, "_check", lambda result, what: 1 if what == "cudaGetDeviceCount" else
+                        type("P", (), {"name": b"GPU", "major": 9, "minor": 0})())
+    monkeypatch.setattr(tb, "_cudart", lambda: type("C", (), {
+        "cudaGetDeviceCount": lambda self: None, "cudaSetDevice": lambda self, d: None,
+        "cudaGetDeviceProperties": lambda self, d: None})())
+    with pytest.raises(Stop):
+        loader()
+    assert seen == [b"engine bytes" * 40] and calls == []

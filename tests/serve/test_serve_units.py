@@ -282,3 +282,22 @@ def test_a_metrics_scrape_closes_its_response_even_when_reading_fails(monkeypatc
     with pytest.raises(OSError):
         scrape("http://127.0.0.1:1/metrics")
     assert Response.closed
+
+
+def test_nst_serve_checks_the_model_files_once_before_deploying(tmp_path, onnx_fp32_path, monkeypatch):
+    import nst_serve.server as server
+
+    calls = []
+    monkeypatch.setattr(server, "check_models", lambda config: calls.append(config))
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(server, "cluster_plan", lambda config: (_ for _ in ()).throw(Stop()))
+    config = ServeConfig(models=models_from_args([onnx_fp32_path]))
+    with pytest.raises(Stop):
+        server.deploy(config, checked=True)
+    assert calls == []
+    with pytest.raises(Stop):
+        server.deploy(config)
+    assert len(calls) == 1
