@@ -96,7 +96,7 @@ def _gpu_providers() -> list[str]:
     return [p for p in _ort().get_available_providers() if p in GPU_PROVIDERS]
 
 
-def _present(entry: BackendEntry, *, providers: Sequence[str] | None) -> tuple[bool, str]:
+def backend_present(entry: BackendEntry, *, providers: Sequence[str] | None) -> tuple[bool, str]:
     """Whether ``entry``'s backend can run here, and why not (cheap: finds modules, imports onnxruntime)."""
     if entry.backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec("tensorrt_lean") is None:
@@ -176,7 +176,7 @@ def choose_backend(
             and requested in ("auto", e.backend)]
     candidates = []
     for entry in rows:
-        ok, why = _present(entry, providers=providers)
+        ok, why = backend_present(entry, providers=providers)
         candidates.append(Candidate(entry.backend, entry.place, ok, why))
     chosen = next((c for c in candidates if c.present), None)
     if chosen is None:
@@ -195,4 +195,4 @@ def choose_backend(
 def backends_present(artifact: Literal["onnx", "tensorrt"] = "onnx", *, place: Place = "cpu") -> list[str]:
     """Every backend that can run ``artifact`` on ``place`` here, in order of preference (tests use it)."""
     return [e.backend for e in PREFERENCE
-            if e.artifact == artifact and e.place == place and _present(e, providers=None)[0]]
+            if e.artifact == artifact and e.place == place and backend_present(e, providers=None)[0]]

@@ -229,6 +229,12 @@ def stylize(model: Path, inputs: tuple[Path, ...], output: Path, recursive: bool
                                  style_is_image=style_image is not None))
 
 
+def open_device(device: Device) -> int | str:
+    """``--device`` → ``Stylizer.open(device=...)``: "auto" is GPU 0, falling back to the CPU where no GPU
+    backend is here; "cuda"/"cuda:N" requires the GPU; "cpu" is the CPU."""
+    return "cpu" if device.kind == "cpu" else device.gpu_index if device.kind == "auto" else str(device)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``nst-stylize``: returns the process exit code."""
     return run_command(stylize, argv, prog="nst-stylize")
@@ -331,9 +337,7 @@ def _run(*, model: Path, inputs: Sequence[Path], output: Path, recursive: bool, 
     failures: list[tuple[Path, str]] = []
     only_error: NstError | None = None  # one input that failed with an NstError: exit with its own code
     done = 0
-    # "auto" is GPU 0, falling back to the CPU where no GPU backend is here; "cuda"/"cuda:N" requires the GPU
-    where: int | str = ("cpu" if device.kind == "cpu" else device.gpu_index if device.kind == "auto"
-                        else str(device))
+    where = open_device(device)
     with Stylizer.open(model, device=where, backend=backend, providers=provider_list, tile=tile,
                        tile_overlap=tile_overlap, batch_size=batch_size, verify_hash=verify,
                        intra_op_threads=threads, contexts=contexts, cuda_graphs=cuda_graphs,
@@ -470,8 +474,7 @@ def _run_sheet(args: Sequence[Path], output: Path, *, pull: bool, device: Device
     paths = [resolve_model(m, pull=pull) for m in models]
     refuse_replacing_inputs([photo, *paths, *(sidecar_path(p) for p in paths)], [output],
                             fix="choose another -o for the sheet")
-    where: int | str = ("cpu" if device.kind == "cpu" else device.gpu_index if device.kind == "auto"
-                        else str(device))
+    where = open_device(device)
     provider_list = [p.strip() for p in providers.split(",")] if providers else None
     picture = np.asarray(read_image(photo, max_pixels=max_pixels).frames[0].convert("RGB"))
     cells = sheet_cells(paths, picture, cell_size=cell_size, work_size=work_size, stylize_options=steps,

@@ -89,13 +89,13 @@ def _companions(path: Path, kind: str) -> dict[str, str]:
 
 
 def _backend_rows(path: Path, meta: Sidecar) -> list[BackendRow]:
-    from .backends import PREFERENCE, _present
+    from .backends import PREFERENCE, backend_present
 
     rows = []
     for entry in PREFERENCE:
         if entry.artifact != meta.kind:
             continue
-        ok, why = _present(entry, providers=None)
+        ok, why = backend_present(entry, providers=None)
         if ok and entry.backend == "tensorrt":
             ok, why = _engine_fits_here(path, meta)
         rows.append(BackendRow(entry.backend, entry.place, ok, why))

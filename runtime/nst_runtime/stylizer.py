@@ -276,9 +276,7 @@ class Stylizer:
             from .errors import BackendUnavailableError
             from .tensorrt_backend import EngineFromPath, TensorRTRunner
 
-            if device == "cpu":
-                raise UsageError("the tensorrt backend needs a GPU; device='cpu' works with ONNX files only.")
-            try:
+            try:  # device="cpu" never gets here: choose_backend refuses it for engines
                 runner_trt = TensorRTRunner(
                     EngineFromPath(artifact.path, sidecar=artifact.sidecar, device=parse_device(device).gpu_index,
                                    verify_hash=verify_hash, allow_engine_host_code=allow_engine_host_code,

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_runtime.errors import UsageError
 from nst_runtime.images import DEFAULT_MAX_PIXELS
+from nst_runtime.models.catalog import NAME_RE
 
 #: artifact suffixes and precision tags dropped from a file name to name its model
 _ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan")
 _PRECISION_TAGS = (".fp16", ".fp32", ".int8")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: one rule for model names: the catalogue's, the cache's and the URLs'
+_NAME_RE = NAME_RE
 
 #: request bodies above this many bytes are refused with 413 before they are read whole
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024

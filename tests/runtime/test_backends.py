@@ -108,3 +108,38 @@ def test_stylizer_reports_the_chosen_backend(vivid_onnx, caplog):
         name = s.backend
     assert name == B.backends_present("onnx", place="cpu")[0]
     assert f"backend {name} on cpu" in caplog.text and "order:" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["auto", "tensorrt"])
+def test_an_engine_on_the_cpu_is_refused_by_the_backend_table(tmp_path, backend):
+    """Stylizer.open has no check of its own for this: choose_backend refuses it before any TensorRT code."""
+    import hashlib
+    import sys
+
+    from nst_runtime import Stylizer
+    from nst_runtime.errors import NstError
+    from nst_runtime.sidecar import Sidecar, sidecar_path
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan" * 64)
+    sidecar_path(engine).write_text(Sidecar(kind="tensorrt", precision="fp16", tensorrt_version="10.16.1",
+                                            artifact_sha256=hashlib.sha256(engine.read_bytes()).hexdigest()).to_json())
+    with pytest.raises(NstError, match=r"GPU|on cpu"):
+        Stylizer.open(engine, device="cpu", backend=backend)
+    assert "tensorrt" not in sys.modules
+
+
+def test_one_device_mapping_and_one_name_rule():
+    from nst_runtime.cli import open_device
+    from nst_runtime.devices import parse_device
+    from nst_runtime.models.catalog import NAME_RE
+    from nst_serve import config
+
+    assert [open_device(parse_device(d)) for d in ("cpu", "auto", "cuda", "cuda:1")] == ["cpu", 0, "cuda:0", "cuda:1"]
+    assert config._NAME_RE is NAME_RE
+    import inspect
+
+    from nst_runtime import info
+
+    assert "backend_present" in inspect.getsource(info) and "_present" not in inspect.getsource(info).replace(
+        "backend_present", "")
