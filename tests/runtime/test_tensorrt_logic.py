@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nst_runtime import UsageError
-from nst_runtime.sidecar import ShapeProfile, Sidecar
 from nst_runtime.pool import ContextPool
+from nst_runtime.sidecar import ShapeProfile, Sidecar
 from nst_runtime.tensorrt_backend import check_in_profile, plan_buffers
 
 PROFILE = ShapeProfile(min=(1, 8, 8), opt=(1, 512, 512), max=(4, 1088, 1920))
