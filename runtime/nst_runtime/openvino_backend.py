@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,27 @@ def _ov() -> Any:
 
 def _ov_frontend() -> Any:
     return import_optional("openvino.frontend", purpose="the OpenVINO backend", install="pip install 'nst[openvino]'")
+
+
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and never released.
+
+    OpenVINO's CPU plugin replaces the calling thread's signal stack (``sigaltstack``) when a Core first
+    compiles a model and puts the previous one back when that Core is released. Two Cores released in another
+    order than they were made (two Stylizers closed first-opened-first, an AdaIN model's two graphs, a server
+    with several models) leave the thread pointing at a freed stack, and the next signal it handles — Ctrl-C,
+    SIGTERM — crashes the process with SIGSEGV instead of stopping cleanly (openvino 2026.4, measured). One
+    Core for the process keeps that stack alive. ``Core.compile_model`` is thread-safe.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = _ov().Core()
+        return _core
 
 
 def openvino_version() -> str | None:
@@ -87,8 +109,7 @@ class CompiledModelFromOnnx:
         return cfg
 
     def __call__(self) -> Any:
-        ov = _ov()
-        core = ov.Core()
+        core = shared_core()
         if self.device not in core.available_devices:
             raise BackendUnavailableError(
                 f"OpenVINO {openvino_version()} has no {self.device} device here (it has "
