@@ -67,10 +67,21 @@ def gray(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
 
-def dis_flow(src: np.ndarray, dst: np.ndarray, *, preset: Preset = "fast", max_size: int | None = None) -> np.ndarray:
+def dis_for(preset: Preset) -> Any:
+    """OpenCV's DIS optical flow at ``preset``: made once per stream and reused for every frame pair (one
+    object per thread: ``calc`` keeps state between calls)."""
+    cv2 = _cv2()
+    code = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
+    return cv2.DISOpticalFlow_create(code)
+
+
+def dis_flow(src: np.ndarray, dst: np.ndarray, *, preset: Preset = "fast", max_size: int | None = None,
+             dis: Any = None) -> np.ndarray:
     """Flow from gray ``src`` to gray ``dst`` (HxWx2, in pixels of the full size): ``src(x) ~ dst(x + flow(x))``.
 
     Computed with the longest side at most ``max_size`` pixels and enlarged (values scaled) to the full size.
+    ``dis``: a :func:`dis_for` object to reuse (default: a new one for this call).
     """
     cv2 = _cv2()
     h, w = src.shape[:2]
@@ -79,9 +90,7 @@ def dis_flow(src: np.ndarray, dst: np.ndarray, *, preset: Preset = "fast", max_s
         size = (max(8, round(w * factor)), max(8, round(h * factor)))
         src = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
         dst = cv2.resize(dst, size, interpolation=cv2.INTER_AREA)
-    code = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset]
-    flow = cv2.DISOpticalFlow_create(code).calc(np.ascontiguousarray(src), np.ascontiguousarray(dst), None)
+    flow = (dis or dis_for(preset)).calc(np.ascontiguousarray(src), np.ascontiguousarray(dst), None)
     if factor < 1.0:
         sy, sx = h / src.shape[0], w / src.shape[1]
         flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -119,6 +128,7 @@ class TemporalSmoother:
         self.options = options or TemporalOptions()
         self._prev_gray: np.ndarray | None = None
         self._prev_out: np.ndarray | None = None
+        self._dis: Any = None  # one DIS optical flow for every frame of this stream
         #: share of pixels of the last frame that took the previous result (for logs and tests)
         self.last_coverage = 0.0
 
@@ -156,8 +166,10 @@ class TemporalSmoother:
         resolution, with the flow and a soft mask enlarged to it."""
         cv2 = _cv2()
         o = self.options
-        backward = dis_flow(now, prev_gray, preset=o.preset)
-        forward = dis_flow(prev_gray, now, preset=o.preset)
+        if self._dis is None:
+            self._dis = dis_for(o.preset)
+        backward = dis_flow(now, prev_gray, preset=o.preset, dis=self._dis)
+        forward = dis_flow(prev_gray, now, preset=o.preset, dis=self._dis)
         mask = consistent(backward, forward)
         mask &= np.abs(warp(prev_gray, backward).astype(np.int16) - now) <= o.photometric_tolerance
         self.last_coverage = float(mask.mean())
@@ -197,9 +209,10 @@ def input_flows(frames: list[np.ndarray], *, preset: Preset = "medium") -> tuple
     warping error of a real clip is measured with (not the smoother's own, faster flow)."""
     grays = [gray(f) for f in frames]
     flows, masks = [], []
+    dis = dis_for(preset) if len(frames) > 1 else None
     for t in range(1, len(frames)):
-        back = dis_flow(grays[t], grays[t - 1], preset=preset)
-        fwd = dis_flow(grays[t - 1], grays[t], preset=preset)
+        back = dis_flow(grays[t], grays[t - 1], preset=preset, dis=dis)
+        fwd = dis_flow(grays[t - 1], grays[t], preset=preset, dis=dis)
         flows.append(back)
         masks.append(consistent(back, fwd))
     return flows, masks

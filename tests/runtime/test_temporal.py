@@ -113,3 +113,21 @@ def test_video_with_steady_mode_and_codec(stylizer, tmp_path):
     assert (small.width, small.height) == (24, 16)
     with pytest.raises(UsageError, match="no such encoder"):
         stylize_video(stylizer, src, tmp_path / "x.mkv", codec="not-a-codec")
+
+
+def test_one_optical_flow_object_per_stream(monkeypatch):
+    """The smoother makes OpenCV's DIS optical flow once and reuses it for every frame (it was made twice per
+    frame)."""
+    cv2 = pytest.importorskip("cv2")
+    from nst_runtime.temporal import TemporalSmoother
+
+    made = []
+    real = cv2.DISOpticalFlow_create
+    monkeypatch.setattr(cv2, "DISOpticalFlow_create", lambda code: made.append(code) or real(code))
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (40, 48, 3), np.uint8)
+    smoother = TemporalSmoother()
+    for i in range(5):
+        frame = np.roll(base, i, axis=1)
+        smoother.step(frame, frame)
+    assert len(made) == 1
