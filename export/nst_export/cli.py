@@ -451,12 +451,13 @@ def run(args: ExportOptions) -> list[Path]:
     from nst_train.adain import is_adain_checkpoint
     from nst_train.checkpoint import load_checkpoint
 
-    if is_adain_checkpoint(args.checkpoint):
-        return run_adain(args, tolerance=tolerance)
-    try:
-        styles = load_checkpoint(args.checkpoint).shape.styles
-    except CheckpointError:  # the export step reports an unreadable checkpoint, in its own words
-        styles = 1
+    try:  # read once: every step below gets the loaded checkpoint
+        ckpt = load_checkpoint(args.checkpoint)
+    except CheckpointError:
+        if is_adain_checkpoint(args.checkpoint):
+            return run_adain(args, tolerance=tolerance)
+        raise
+    styles = ckpt.shape.styles
     if styles > 1 and args.int8:
         raise UsageError(f"--int8: {args.checkpoint} is a multi-style network ({styles} styles); its INT8 "
                          "calibration is not implemented. Fix: export it without --int8 (FP32/FP16).")
@@ -481,13 +482,13 @@ def run(args: ExportOptions) -> list[Path]:
         log.info("      -> %s (%.1f s)", path, time.perf_counter() - t0)
 
     t0 = begin(f"FP32 ONNX from {args.checkpoint}")
-    onnx32 = onnx_from_checkpoint(args.checkpoint, out_dir / f"{name}.onnx", opset=args.opset, tolerance=tolerance)
+    onnx32 = onnx_from_checkpoint(ckpt, out_dir / f"{name}.onnx", opset=args.opset, tolerance=tolerance)
     written.append(onnx32)
     done(t0, onnx32)
     deploy_onnx = onnx32
     if args.fp16:
         t0 = begin("FP16 ONNX (InstanceNorm and I/O FP32)")
-        deploy_onnx = fp16_onnx_from_onnx(onnx32, out_dir / f"{name}.fp16.onnx", checkpoint=args.checkpoint,
+        deploy_onnx = fp16_onnx_from_onnx(onnx32, out_dir / f"{name}.fp16.onnx", checkpoint=ckpt,
                                           tolerance=tolerance)
         written.append(deploy_onnx)
         done(t0, deploy_onnx)
@@ -496,7 +497,7 @@ def run(args: ExportOptions) -> list[Path]:
 
         t0 = begin(f"INT8 ONNX (QDQ), calibrated on {args.calibration_dir}")
         onnx8 = int8_onnx_from_onnx(
-            onnx32, out_dir / f"{name}.int8.onnx", calibration_dir=args.calibration_dir, checkpoint=args.checkpoint,
+            onnx32, out_dir / f"{name}.int8.onnx", calibration_dir=args.calibration_dir, checkpoint=ckpt,
             options=Int8Options(method=args.calibration_method,  # type: ignore[arg-type]
                                 min_psnr_db=args.int8_min_psnr))
         written.append(onnx8)
@@ -505,7 +506,7 @@ def run(args: ExportOptions) -> list[Path]:
         from .tiling_graph import tiling_onnx_from_checkpoint
 
         t0 = begin("tiling ONNX (whole-image statistics for large images)")
-        tiling = tiling_onnx_from_checkpoint(args.checkpoint, out_dir / f"{name}.tiling.onnx", opset=args.opset)
+        tiling = tiling_onnx_from_checkpoint(ckpt, out_dir / f"{name}.tiling.onnx", opset=args.opset)
         written.append(tiling)
         done(t0, tiling)
     return after_onnx(args, written, deploy_onnx, name=name, begin=begin, done=done)

@@ -64,7 +64,14 @@ from typing import Any, Literal
 import numpy as np
 from nst_runtime.errors import ModelFileError, UsageError
 
-from .parity import DEFAULT_SHAPES, DEFAULT_TOLERANCE, ParityReport, ParityTolerance, check_parity
+from .parity import (
+    DEFAULT_SHAPES,
+    DEFAULT_TOLERANCE,
+    ParityReport,
+    ParityTolerance,
+    check_parity_styles,
+    style_checks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -827,33 +834,22 @@ def fp16_model_from_foreign(model: Any, *, dynamic_batch: bool, styles: int | No
     convolutions FP16; InstanceNormalization, the wrapper and everything outside the first..last Conv FP32.
     A graph whose normalization is written out in primitive ops (:func:`decomposed_norm_nodes`) converts only
     :data:`FP16_OPS_WITH_DECOMPOSED_NORM`: mean, variance, scale and shift stay FP32."""
-    import warnings
-
     import onnx
-    from onnxconverter_common import float16
 
-    from .fp16 import FP32_OP_TYPES, _restore_fp32_initializers, fp32_island_problems
+    from .fp16 import fp16_model_from_fp32, fp32_island_problems
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    for i, n in enumerate(model.graph.node):
-        if not n.name:
-            n.name = f"nst_node_{i}_{n.op_type}"
-    convs = [i for i, n in enumerate(model.graph.node) if n.op_type == "Conv"]
-    if not convs:
-        raise ModelFileError("the imported graph has no Conv nodes; FP16 conversion keeps convolutions only. "
-                             "Fix: import without --fp16.")
-    keep = [n.name for i, n in enumerate(model.graph.node)
-            if i < convs[0] or i > convs[-1] or n.name.startswith(WRAP_PREFIX)]
-    decomposed = decomposed_norm_nodes(model)
-    if decomposed:
-        keep += [n.name for n in model.graph.node if n.op_type not in FP16_OPS_WITH_DECOMPOSED_NORM]
-    originals = {i.name: i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        fp16 = float16.convert_float_to_float16(
-            model, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OP_TYPES],
-            node_block_list=keep)
-    _restore_fp32_initializers(fp16, originals)
+    decomposed: list[str] = []
+
+    def keep(named: Any) -> list[str]:
+        """The wrapper's nodes and, where the norm is written out, everything but the convolution-like ops
+        (on the copy whose nodes all have names, so the names found here are the converted graph's)."""
+        decomposed.extend(decomposed_norm_nodes(named))
+        names = [n.name for n in named.graph.node if n.name.startswith(WRAP_PREFIX)]
+        if decomposed:
+            names += [n.name for n in named.graph.node if n.op_type not in FP16_OPS_WITH_DECOMPOSED_NORM]
+        return names
+
+    fp16 = fp16_model_from_fp32(model, keep=keep, nst_contract=False)
     check_foreign_deploy_model(fp16, dynamic_batch=dynamic_batch, precision="fp16", styles=styles)
     problems = fp32_island_problems(fp16)
     if decomposed:
@@ -1001,13 +997,8 @@ def onnx_from_foreign(
     styles = style_count(graph, options)
     style_names = options.style_names or tuple(str(i) for i in range(styles or 0))
     # the parity gate runs per style: the first, the last and an even blend of the two (one run without styles)
-    checks: list[tuple[str, np.ndarray | None]] = [("", None)]
-    if styles is not None:
-        first, last = np.eye(styles, dtype=np.float32)[0], np.eye(styles, dtype=np.float32)[-1]
-        checks = [(style_names[0], first)]
-        if styles > 1:
-            checks += [(style_names[-1], last),
-                       (f"0.5 {style_names[0]} + 0.5 {style_names[-1]}", (first + last) / np.float32(2))]
+    # the parity gate runs per style: the first, the last and an even blend of the two (one run without styles)
+    checks = style_checks(style_names if styles is not None else ())
     modern = modernize(model, opset=options.opset)
     graph = probe_dynamic(modern, graph, original_feeds(graph, options, checks[0][1]))
     mode = "dynamic" if graph.dynamic_hw else "fixed-size"
@@ -1045,15 +1036,12 @@ def onnx_from_foreign(
         tmp = temp_path_for(path)
         try:
             save_model(proto, tmp, final=path)
-            per_style = []
-            for label, weights in checks:
-                reference = original_reference(source, modern, graph, options,
-                                               original_feeds(graph, options, weights))
-                per_style.append(check_parity(
-                    tmp, reference, precision=precision, tolerance=tolerance, shapes=shapes,
-                    reference_name=reference_name + (f", style {label}" if label else ""),
-                    label=str(path) + (f" (style {label})" if label else ""), feeds=deploy_feeds(weights)))
-            report = _merged_report(per_style, reference_name, [label for label, _ in checks])
+            report = check_parity_styles(
+                tmp, lambda weights: original_reference(source, modern, graph, options,
+                                                        original_feeds(graph, options, weights)),
+                style_names=style_names if styles is not None else (), style_input=STYLE_NAME,
+                precision=precision, reference_name=reference_name, tolerance=tolerance, shapes=shapes,
+                label=str(path))
             log.info("%s parity against the original: %s", precision.upper(), report.summary())
             sha = file_sha256(tmp)
             meta = onnx_sidecar(precision=precision, opset=options.opset, artifact_sha256=sha,
@@ -1071,17 +1059,6 @@ def onnx_from_foreign(
                 tmp.unlink()
     return ForeignResult(fp32=out, graph=graph, parity=reports["fp32"], fp16=Path(fp16_out) if fp16_out else None,
                          fp16_parity=reports.get("fp16"), lint=lints["fp32"], fp16_lint=lints.get("fp16", []))
-
-
-def _merged_report(reports: Sequence[ParityReport], reference: str, styles: Sequence[str]) -> ParityReport:
-    """One report over the per-style gates (their images together, so the worst numbers show); the styles
-    checked are listed in the reference's name."""
-    if len(reports) == 1:
-        return reports[0]
-    return dataclasses.replace(
-        reports[0], reference=f"{reference}; styles {', '.join(styles)}",
-        images=tuple(image for r in reports for image in r.images),
-        failures=tuple(f for r in reports for f in r.failures))
 
 
 def _fixed_batch_profile(graph: ForeignGraph) -> Any:

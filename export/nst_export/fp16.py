@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,14 @@ log = logging.getLogger(__name__)
 FP32_OP_TYPES = ("InstanceNormalization",)
 
 
-def fp16_model_from_fp32(model: Any) -> Any:
-    """Convert an in-memory FP32 nst ONNX model; returns a new ``onnx.ModelProto``, checked."""
+def fp16_model_from_fp32(model: Any, *, keep: Callable[[Any], Iterable[str]] | None = None,
+                         nst_contract: bool = True) -> Any:
+    """Convert an in-memory FP32 ONNX model: convolutions FP16; InstanceNormalization, the I/O and everything
+    before the first / after the last Conv FP32. Returns a new ``onnx.ModelProto``.
+
+    ``keep(model)``: names of further nodes to keep FP32, called on the copy (every node named by then), e.g.
+    a foreign graph's wrapper and written-out norms. ``nst_contract``: check nst's own export contract and the
+    TensorRT lint here (False: the caller checks, as the foreign import does with its own rules)."""
     import onnx
     from onnxconverter_common import float16
 
@@ -62,8 +68,10 @@ def fp16_model_from_fp32(model: Any) -> Any:
             node.name = f"nst_node_{i}_{node.op_type}"
     convs = [i for i, n in enumerate(model.graph.node) if n.op_type == "Conv"]
     if not convs:
-        raise ModelFileError("the ONNX graph has no Conv nodes: not an nst TransformerNet export.")
+        raise ModelFileError("the ONNX graph has no Conv nodes, and FP16 conversion converts convolutions only. "
+                             "Fix: export or import it without --fp16.")
     io_nodes = [n.name for i, n in enumerate(model.graph.node) if i < convs[0] or i > convs[-1]]
+    io_nodes += list(keep(model)) if keep is not None else []
     originals = {i.name: i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     with warnings.catch_warnings():
         # "the float32 number 1e-08 will be truncated to 1e-07": tiny weights clamped to FP16's range; expected
@@ -73,6 +81,8 @@ def fp16_model_from_fp32(model: Any) -> Any:
             op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OP_TYPES], node_block_list=io_nodes,
         )
     _restore_fp32_initializers(fp16, originals)
+    if not nst_contract:
+        return fp16
     check_onnx_model(fp16, expect_precision="fp16")
     from .trt_lint import check_tensorrt_compatible
 
@@ -152,7 +162,7 @@ def fp16_onnx_from_onnx(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | Any | None = None,
     tolerance: ParityTolerance = DEFAULT_TOLERANCE,
     parity_shapes: Sequence[tuple[int, int, int]] = DEFAULT_SHAPES,
 ) -> Path:
@@ -181,7 +191,7 @@ def fp16_onnx_from_onnx(
     style = source_meta.style if source_meta else None
     names = style.names if style is not None else ()
     if checkpoint is not None:
-        from nst_train.checkpoint import load_checkpoint
+        from nst_train.checkpoint import checkpoint_sha256, load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
         net = ckpt.model()
@@ -190,7 +200,7 @@ def fp16_onnx_from_onnx(
             return torch_reference(net, weights)
 
         reference_name = "pytorch-fp32"
-        checkpoint_sha, architecture = file_sha256(Path(checkpoint)), ckpt.metadata.architecture
+        checkpoint_sha, architecture = checkpoint_sha256(ckpt), ckpt.metadata.architecture
     else:
         def reference_for(weights: Any) -> Any:
             return onnx_reference(onnx_path) if weights is None else onnx_reference_with(

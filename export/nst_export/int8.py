@@ -370,7 +370,7 @@ def int8_onnx_from_onnx(
     out: str | os.PathLike[str],
     *,
     calibration_dir: str | os.PathLike[str] | None,
-    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | Any | None = None,
     options: Int8Options = DEFAULT_OPTIONS,
 ) -> Path:
     """Write ``out`` (``NAME.int8.onnx``), the INT8 QDQ version of the FP32 nst ONNX file ``onnx_path``.
@@ -407,11 +407,11 @@ def int8_onnx_from_onnx(
     with contextlib.suppress(ModelFileError):
         source_meta = read_sidecar(onnx_path)
     if checkpoint is not None:
-        from nst_train.checkpoint import load_checkpoint
+        from nst_train.checkpoint import checkpoint_sha256, load_checkpoint
 
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint)  # a loaded Checkpoint is used as it is
         reference, reference_name = torch_reference(ckpt.model()), "pytorch-fp32"
-        checkpoint_sha, architecture = file_sha256(Path(checkpoint)), ckpt.metadata.architecture
+        checkpoint_sha, architecture = checkpoint_sha256(ckpt), ckpt.metadata.architecture
     else:
         reference, reference_name = onnx_reference(onnx_path), f"onnx-fp32 ({onnx_path.name}, onnxruntime CPU)"
         checkpoint_sha = source_meta.checkpoint_sha256 if source_meta else None
@@ -447,11 +447,8 @@ def int8_onnx_from_onnx(
 
 def _tensorrt_lint(model: Any, *, label: str) -> None:
     """The same QDQ file is TensorRT's explicit-quantization input: hold it to the parser's documented rules."""
-    try:
-        from .trt_lint import check_tensorrt_compatible
-    except ImportError:  # the lint ships with the export stage; an older checkout lacks it
-        log.warning("%s: TensorRT lint not available in this nst; the INT8 file was not linted", label)
-        return
+    from .trt_lint import check_tensorrt_compatible
+
     check_tensorrt_compatible(model, label=label)
 
 
@@ -490,10 +487,15 @@ def check_int8_model(model: Any) -> None:
             if zp is not None and zp.data_type != onnx.TensorProto.INT8:
                 problems.append(f"{node.name}: {onnx.TensorProto.DataType.Name(zp.data_type)}, expected INT8")
         if node.op_type == "InstanceNormalization":
-            for name in node.input:
-                src = producers.get(name)
-                if src is not None and src.op_type == "QuantizeLinear":
-                    problems.append(f"{node.name}: reads a quantized tensor")
+            # a quantized norm reads its data through a Q/DQ pair (QDQ form): it must read the Conv's float
+            # output directly, so that it computes in float (TensorRT's native norm, the FP32 island)
+            src = producers.get(node.input[0])
+            if src is not None and src.op_type in ("QuantizeLinear", "DequantizeLinear"):
+                problems.append(f"{node.name}: reads its data through {src.op_type} {src.name!r} (quantized); "
+                                "expected the float output of the layer before it")
+    from .fp16 import fp32_island_problems
+
+    problems += [f"InstanceNormalization {p}" for p in fp32_island_problems(model)]
     if problems:
         raise ModelFileError(f"the INT8 graph breaks the nst contract: {'; '.join(problems[:10])}. This is a bug "
                              "in the export (or an unsupported onnxruntime version); please report it.")

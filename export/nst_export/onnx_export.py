@@ -129,7 +129,7 @@ def _set_metadata(model: Any, items: dict[str, str]) -> None:
 
 
 def onnx_from_checkpoint(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | Any,
     out: str | os.PathLike[str],
     *,
     opset: int = DEFAULT_OPSET,
@@ -144,12 +144,12 @@ def onnx_from_checkpoint(
     Raises :class:`CheckpointError`, :class:`ParityError`, :class:`ModelFileError`, :class:`UsageError`.
     """
     from nst_runtime.artifact import file_sha256
-    from nst_train.checkpoint import load_checkpoint
+    from nst_train.checkpoint import checkpoint_sha256, load_checkpoint
 
     out = Path(out)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint)  # a loaded Checkpoint is used as it is
     net = ckpt.model()
-    log.info("exporting %s to ONNX (opset %d, dynamic N/H/W)", checkpoint, opset)
+    log.info("exporting %s to ONNX (opset %d, dynamic N/H/W)", ckpt.path, opset)
     model = export_onnx_model(net, opset=opset)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
@@ -162,7 +162,7 @@ def onnx_from_checkpoint(
                                      tolerance=tolerance, shapes=parity_shapes, label=str(out))
         log.info("FP32 parity: %s", report.summary())
         meta = onnx_sidecar(precision="fp32", opset=opset, artifact_sha256=file_sha256(tmp),
-                            checkpoint_sha256=file_sha256(Path(checkpoint)), onnx_sha256=None,
+                            checkpoint_sha256=checkpoint_sha256(ckpt), onnx_sha256=None,
                             parity=report, architecture=ckpt.metadata.architecture,
                             style=style_input_of(names), gflop_per_mpx=network_gflop_per_mpx(ckpt))
         return publish(tmp, out, meta)

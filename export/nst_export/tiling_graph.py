@@ -330,12 +330,12 @@ def tiling_onnx_from_checkpoint(
     Written to a temp name, checked with ``onnx.checker`` and numerically (:func:`check_tiling_graph`), then
     renamed into place with its sidecar (``role="tiling"``). Nothing is left at ``out`` on failure.
     """
-    from nst_train.checkpoint import file_sha256, load_checkpoint
+    from nst_train.checkpoint import checkpoint_sha256, file_sha256, load_checkpoint
 
     out = Path(out)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint)  # a loaded Checkpoint is used as it is
     net = ckpt.model().eval().float().cpu()
-    log.info("exporting the tiling graph of %s (opset %d)", checkpoint, opset)
+    log.info("exporting the tiling graph of %s (opset %d)", ckpt.path, opset)
     model = export_tiling_model(net, opset=opset)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(out)
@@ -347,7 +347,7 @@ def tiling_onnx_from_checkpoint(
         meta = Sidecar(
             kind="onnx", precision="fp32", input=TensorSpec(INPUT_NAME), output=TensorSpec(OUTPUT_NAME),
             min_size=MIN_SIZE, opset=opset, artifact_sha256=file_sha256(tmp),
-            checkpoint_sha256=file_sha256(checkpoint), parity=report, architecture=ckpt.metadata.architecture,
+            checkpoint_sha256=checkpoint_sha256(ckpt), parity=report, architecture=ckpt.metadata.architecture,
             created_at=utc_now(), role="tiling",
         )
         return publish(tmp, out, meta)

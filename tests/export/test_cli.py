@@ -161,3 +161,51 @@ def test_cli_passes_lean_runtime_choice_to_the_builder(checkpoint_path, onnx_fp3
     assert fake_trt.builder_flags == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"}
     meta = read_sidecar(out_dir / "m.fp32.engine")
     assert meta.version_compatible and meta.exclude_lean_runtime
+
+
+def test_the_export_step_gets_the_checkpoint_the_cli_read(checkpoint_path, onnx_fp32_path, tmp_path, capsys,
+                                                          monkeypatch):
+    """nst-export reads the checkpoint file once and hands the loaded checkpoint to the steps (the FP32 step
+    is the session's export, copied: this test is about what it is given)."""
+    import shutil
+
+    from nst_export import onnx_export
+    from nst_runtime.sidecar import sidecar_path
+    from nst_train import checkpoint as checkpoint_mod
+
+    reads, given = [], []
+    real = checkpoint_mod.torch_load_plain
+    monkeypatch.setattr(checkpoint_mod, "torch_load_plain", lambda path, **kw: reads.append(path) or real(path, **kw))
+
+    def copied_export(checkpoint, out, **kwargs):
+        given.append(checkpoint)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(onnx_fp32_path, out)
+        shutil.copy(sidecar_path(onnx_fp32_path), sidecar_path(out))
+        return out
+
+    monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", copied_export)
+    code, _out, err = _run([checkpoint_path, "--onnx-only", "--no-tiling-graph", "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    assert reads == [checkpoint_path]
+    assert isinstance(given[0], checkpoint_mod.Checkpoint) and given[0].path == checkpoint_path
+    assert checkpoint_mod.load_checkpoint(given[0]) is given[0]  # the steps load nothing more
+
+
+@pytest.mark.slow
+def test_the_checkpoint_is_read_once_for_every_step(small_checkpoint, tmp_path, capsys, monkeypatch):
+    """FP32, FP16 and the tiling graph all come from one read of the checkpoint file (it is loaded once and
+    passed down), and their sidecars still record its hash."""
+    from nst_runtime.artifact import file_sha256
+    from nst_runtime.sidecar import read_sidecar
+    from nst_train import checkpoint as checkpoint_mod
+
+    reads = []
+    real = checkpoint_mod.torch_load_plain
+    monkeypatch.setattr(checkpoint_mod, "torch_load_plain", lambda path, **kw: reads.append(path) or real(path, **kw))
+    out = tmp_path / "out"
+    code, _out, err = _run([small_checkpoint, "--fp16", "--onnx-only", "-o", out, "--name", "m"], capsys)
+    assert code == 0, err
+    assert reads == [small_checkpoint]
+    for name in ("m.onnx", "m.fp16.onnx", "m.tiling.onnx"):
+        assert read_sidecar(out / name).checkpoint_sha256 == file_sha256(small_checkpoint), name

@@ -90,6 +90,28 @@ def test_int8_file_has_the_structure_every_engine_needs(int8_path):
     assert producers[model.graph.output[0].name] == "Cast"  # I/O untouched: uint8 out through the float path
 
 
+def test_a_quantized_instance_norm_is_refused(int8_path):
+    """In QDQ form a quantized norm reads its input through QuantizeLinear -> DequantizeLinear (a float tensor,
+    so only the producer tells): the structure check refuses it."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(int8_path)
+    norm = next(n for n in model.graph.node if n.op_type == "InstanceNormalization")
+    data = norm.input[0]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.05, np.float32), "qn_scale"),
+                                    numpy_helper.from_array(np.array(0, np.int8), "qn_zero")])
+    q = helper.make_node("QuantizeLinear", [data, "qn_scale", "qn_zero"], ["qn_q"], name="qn_quantize")
+    dq = helper.make_node("DequantizeLinear", ["qn_q", "qn_scale", "qn_zero"], ["qn_dq"], name="qn_dequantize")
+    norm.input[0] = "qn_dq"
+    nodes = list(model.graph.node)
+    at = nodes.index(norm)
+    del model.graph.node[:]
+    model.graph.node.extend([*nodes[:at], q, dq, *nodes[at:]])
+    with pytest.raises(ModelFileError, match="reads its data through DequantizeLinear 'qn_dequantize'"):
+        check_int8_model(model)
+
+
 def test_int8_file_passes_the_tensorrt_lint(int8_path):
     if importlib.util.find_spec("nst_export.trt_lint") is None:
         pytest.skip("nst_export.trt_lint is not in this checkout")

@@ -10,7 +10,6 @@ A checkpoint with a NaN or Inf weight is refused, naming the tensor (it would ex
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -66,6 +65,8 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     metadata: CheckpointMetadata
     path: Path | None = None
+    #: SHA-256 of the file it was read from (what artifacts record as their checkpoint_sha256)
+    sha256: str | None = None
 
     @property
     def shape(self) -> NetShape:
@@ -79,11 +80,19 @@ class Checkpoint:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """SHA-256 of a file (nst_runtime.artifact.file_sha256: regular files only)."""
+    from nst_runtime.artifact import file_sha256 as _file_sha256
+
+    return _file_sha256(Path(path))
+
+
+def checkpoint_sha256(checkpoint: str | os.PathLike[str] | Checkpoint) -> str:
+    """SHA-256 of a checkpoint file, or of the file a loaded :class:`Checkpoint` was read from."""
+    if isinstance(checkpoint, Checkpoint):
+        if checkpoint.sha256 is None:
+            raise CheckpointError("a checkpoint built in memory has no file hash; save it first (save_checkpoint).")
+        return checkpoint.sha256
+    return file_sha256(checkpoint)
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: TransformerNet | dict[str, torch.Tensor],
@@ -185,9 +194,12 @@ def torch_load_plain(path: Path, *, what: str = "checkpoint", error: type[NstErr
         raise error(f"{path}: cannot load {what}: {_describe_load_error(exc)}.") from exc
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
     """Read an nst checkpoint or a pytorch/examples state dict. Raises :class:`CheckpointError` with the file
-    name and the problem for anything else; never runs code from the file."""
+    name and the problem for anything else; never runs code from the file. A :class:`Checkpoint` already
+    loaded is returned as it is (callers read a file once and pass the result down)."""
+    if isinstance(path, Checkpoint):
+        return path
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file.")
@@ -230,7 +242,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         meta = {**meta, "architecture": NetShape.from_state_dict(state).architecture}
     metadata = _metadata(path, meta)
     state = _check_architecture(path, state, _shape_of(path, metadata.architecture))
-    return Checkpoint(state_dict=state, metadata=metadata, path=path)
+    return Checkpoint(state_dict=state, metadata=metadata, path=path, sha256=file_sha256(path))
 
 
 def _shape_of(path: Path, architecture: Any) -> NetShape:

@@ -18,7 +18,6 @@ carry; a file with a known name but another hash is refused.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -235,14 +234,6 @@ def _pretty(arch: str) -> str:
     return arch.upper().replace("VGG", "VGG-")  # vgg16 -> VGG-16
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
     from .checkpoint import torch_load_plain
 
@@ -266,7 +257,9 @@ def _features(state: dict, n_layers: int) -> dict[str, torch.Tensor]:
 
 def _identify(path: Path, arch: str) -> KnownWeights | None:
     """The known checkpoint this file is (by its SHA-256 prefix); refuses a known file name with another hash."""
-    digest = _sha256(path)
+    from .checkpoint import file_sha256
+
+    digest = file_sha256(path)
     for known in KNOWN_WEIGHTS.values():
         if digest.startswith(known.sha256_prefix):
             if known.arch != arch:
