@@ -4,9 +4,10 @@ A call's peak memory is a fixed part plus a part that grows linearly with its pi
 activations dominate (32 to 128 float32 channels per pixel at full, half and quarter resolution, plus
 convolution work buffers). The numbers below were measured, not derived: the growth of the peak resident
 memory (``ru_maxrss``) of a fresh process over one call of the size shown, after a warm-up call on a small
-image, through nst_runtime's own loaders and session options (ONNX Runtime's CPU arena and memory patterns
-off), TransformerNet (Johnson et al.), FP32, 2 CPU cores; ``tools/memory_per_pixel.py per-pixel``
-reproduces them:
+image, through nst_runtime's own loaders and session options (ONNX Runtime's CPU arena off, memory patterns on:
+the options every session gets; re-measured with them on 30 Nov 2026: deploy graph 926 B/px at 512², 526 B/px
+at 1024²; tiling graph 976 and 925 B/px, each within its model below), TransformerNet (Johnson et al.),
+FP32, 2 CPU cores; ``tools/memory_per_pixel.py per-pixel`` reproduces them:
 
 * deploy graph, ONNX Runtime CPU: 229 MiB (916 B/px) at 512², 514 MiB (514 B/px) at 1024², 1016 MiB
   (514 B/px) at 1080x1920; model: 160 MiB + 520 B/px;
@@ -56,11 +57,14 @@ class CallCost:
 CPU_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 520), "openvino": CallCost(32 << 20, 600)}
 #: the tiling graph on ONNX Runtime's CPU provider (it also computes every layer's moments)
 TILING_CALL_COST = CallCost(160 << 20, 930)
-#: AdaIN (Huang & Belongie; VGG-19 encoder to relu4_1 with 64 float32 channels per pixel at full resolution,
-#: then a decoder back up) on a CPU backend, by graph: "adain" the stylize graph (encoder + decoder),
-#: "adain-style" the style graph (encoder + statistics). Estimates (several times TransformerNet's), pending
-#: ``tools/memory_per_pixel.py per-pixel --model NAME.onnx`` on an AdaIN export.
-FAMILY_CALL_COST: dict[str, CallCost] = {"adain": CallCost(200 << 20, 2400), "adain-style": CallCost(200 << 20, 1600)}
+#: network families whose cost differs from TransformerNet's, by (family, backend). AdaIN (Huang & Belongie:
+#: VGG-19 encoder to relu4_1, 64 float32 channels at full resolution, and a decoder back up), measured like the
+#: table above (``tools/memory_per_pixel.py per-pixel --model adain.onnx --backends onnxruntime,adain-style,
+#: openvino --sizes 256,512,768``): the stylize graph on ONNX Runtime CPU 1032 / 1092 / 1171 B/px at 256² / 512²
+#: / 768² (model: 200 MiB + 1200 B/px, over twice TransformerNet's); on OpenVINO 526 / 517 / 550 B/px (within
+#: TransformerNet's 600); the style graph ("adain-style", ONNX Runtime CPU) 512 B/px at every size.
+FAMILY_CALL_COST: dict[tuple[str, str], CallCost] = {("adain", "onnxruntime"): CallCost(200 << 20, 1200),
+                                                     ("adain-style", "onnxruntime"): CallCost(160 << 20, 520)}
 #: host memory per pixel of a GPU call: uint8 input and output, the padded and cropped copies
 HOST_BYTES_PER_PIXEL = 24
 #: the default budget: this share of the memory available when the model is opened
@@ -153,13 +157,13 @@ def resolve_memory_limit(memory_limit: int | str | None) -> int | None:
 def call_cost(backend: str, *, on_gpu: bool, tiling_graph: bool = False, family: str | None = None) -> CallCost:
     """What one call costs in host memory on ``backend`` (``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``);
     ``tiling_graph``: a call of the tiling graph (ONNX Runtime) instead; ``family``: a network family whose
-    cost differs from TransformerNet's (:data:`FAMILY_CALL_COST`: ``"adain"``, ``"adain-style"``)."""
+    cost differs from TransformerNet's on that backend (:data:`FAMILY_CALL_COST`: ``"adain"``, ``"adain-style"``)."""
     if on_gpu or (backend == "tensorrt" and not tiling_graph):
         return CallCost(0, HOST_BYTES_PER_PIXEL)
     if tiling_graph:
         return TILING_CALL_COST
-    if family in FAMILY_CALL_COST:
-        return FAMILY_CALL_COST[family]
+    if family is not None and (family, backend) in FAMILY_CALL_COST:
+        return FAMILY_CALL_COST[(family, backend)]
     return CPU_CALL_COST.get(backend, max(CPU_CALL_COST.values(), key=lambda c: c.per_pixel))
 
 

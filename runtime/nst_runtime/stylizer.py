@@ -79,7 +79,9 @@ class Stylizer:
         with Stylizer.open("candy.onnx") as s:
             out = s.stylize(Image.open("photo.jpg"))     # PIL in, PIL out; numpy HxWx3 uint8 in, numpy out
 
-    All calls are thread-safe: one Stylizer can serve many threads.
+    All calls are thread-safe: one Stylizer can serve many threads. :meth:`close` from another thread lets
+    calls already inside the network finish (TensorRT and OpenVINO wait for them; ONNX Runtime keeps the session
+    those calls hold); a call that starts after it raises :class:`UsageError` ("this Stylizer is closed").
     """
 
     def __init__(

@@ -253,3 +253,18 @@ def test_the_style_image_is_never_an_output(adain_model, style_png, tmp_path):
     assert main([str(adain_model), str(photo), "-o", str(style_png), "--style-image", blend, "--device", "cpu",
                  "-q"]) == 2
     assert style_png.read_bytes() == before
+
+
+def test_the_memory_budget_uses_adains_own_per_pixel_cost(adain_model, style_png, vivid_onnx):
+    """AdaIN's VGG-19 encoder needs over twice TransformerNet's memory per pixel on ONNX Runtime (measured, see
+    nst_runtime.memory): an image that fits the budget for TransformerNet is tiled for AdaIN."""
+    from nst_runtime.memory import CPU_CALL_COST, FAMILY_CALL_COST
+
+    adain_cost, plain_cost = FAMILY_CALL_COST[("adain", "onnxruntime")], CPU_CALL_COST["onnxruntime"]
+    assert adain_cost.per_pixel > 2 * plain_cost.per_pixel
+    budget = adain_cost.bytes_for(300 * 300) - 1  # 300x300 is just over it for AdaIN, far within for the other
+    with _open(adain_model, memory_limit=budget) as s, _open(vivid_onnx, memory_limit=budget) as plain:
+        assert s._needs_tiles(300, 300) and not plain._needs_tiles(300, 300)
+        assert s._style_statistics().cost == FAMILY_CALL_COST[("adain-style", "onnxruntime")]
+        out = s.stylize(np.zeros((300, 300, 3), np.uint8), style=str(style_png))  # runs in tiles
+        assert out.shape == (300, 300, 3)

@@ -206,7 +206,8 @@ examples:
 @click.option("--input-range", metavar="LO,HI", help="a foreign network's input values for black..white "
               "(default 0,255)")
 @click.option("--output-range", metavar="LO,HI", help="a foreign network's output values (default 0,255)")
-@click.option("--style-input", metavar="NAME", help="a multi-style network: its style-weights input")
+@click.option("--style-input", metavar="NAME", help="a multi-style network: its style-weights input (weights are rescaled to sum 1: for a "
+              "selection vector, not a raw style embedding; fix an embedding with nst-export --bind)")
 @click.option("--style-names", metavar="A,B,...", help="... and the names of its styles, in order")
 @verbosity_options
 def add_command(file: Path, name: str, force: bool, license_: str | None, input_range: str | None,
