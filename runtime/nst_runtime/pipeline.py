@@ -119,6 +119,10 @@ def run_pipeline(items: Iterable[T], stages: Sequence[Stage], *, depth: int = 8)
                 yield Outcome(item, error=failed.error, stage=failed.stage)
     finally:
         stop.set()
-        feeder.join(timeout=5)
+        # wait for the feeder however long its current item takes: the caller closes what ``items`` reads from
+        # (a video container) as soon as this returns, and a decoder still running in it then reads freed
+        # memory (SIGSEGV instead of exit 143 on a SIGTERM mid-video, seen on a loaded machine)
+        while feeder.is_alive():
+            feeder.join(timeout=1)
         for pool in pools:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -62,3 +62,24 @@ def test_source_error_is_raised():
 
     with pytest.raises(OSError, match="disk gone"):
         list(run_pipeline(source(), [Stage("s", lambda x: x)]))
+
+
+def test_closing_waits_for_the_source_to_leave_its_current_item():
+    """The caller closes what the items come from (a video container) as soon as the pipeline is closed; a
+    source still running in a feeder thread then would read freed memory. Closing waits for it, however long
+    the item takes (it waited at most 5 s before)."""
+    inside = threading.Event()
+    left = threading.Event()
+
+    def slow_source():
+        yield 0
+        inside.set()
+        time.sleep(5.5)  # one slow item (a decoder on a loaded machine)
+        left.set()
+        yield 1
+
+    out = run_pipeline(slow_source(), [Stage("id", lambda x: x)], depth=1)
+    assert next(out).value == 0
+    assert inside.wait(10)
+    out.close()
+    assert left.is_set(), "run_pipeline returned while its source was still inside an item"
