@@ -226,25 +226,12 @@ def check_style_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, int
 
 
 def _gflop_per_mpx(net: Any) -> float:
-    """GFLOP per megapixel of the stylize graph (encoder + decoder convolutions), counted with hooks."""
+    """GFLOP per megapixel of the stylize graph (encoder + decoder convolutions; nst_train.model.conv_flops)."""
     import torch
+    from nst_train.model import conv_flops
 
-    flops = 0
-
-    def hook(module: Any, args: tuple[Any, ...], out: Any) -> None:
-        nonlocal flops
-        k = module.kernel_size[0] * module.kernel_size[1]
-        flops += 2 * module.in_channels * module.out_channels * k * out.shape[-2] * out.shape[-1] // module.groups
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    try:
-        with torch.inference_mode():
-            x = torch.zeros(1, 3, 256, 256)
-            net(x, torch.zeros(1, 512), torch.ones(1, 512), 1.0)
-    finally:
-        for h in handles:
-            h.remove()
-    return round(flops / (256 * 256) * 1e6 / 1e9, 1)
+    x = torch.zeros(1, 3, 256, 256)
+    return round(conv_flops(net, x, torch.zeros(1, 512), torch.ones(1, 512), 1.0) / (256 * 256) * 1e6 / 1e9, 1)
 
 
 def style_graph_path(onnx_path: str | os.PathLike[str]) -> Path:

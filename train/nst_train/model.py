@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -231,26 +232,42 @@ def pad_to_multiple(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def count_flops(height: int, width: int, shape: NetShape | None = None) -> int:
-    """Multiply-accumulates x 2 of every convolution for one image of height x width (a multiple of 4), for
-    Johnson et al.'s network or ``shape``.
+def conv_flops(net: nn.Module, *inputs: Any) -> int:
+    """Multiply-accumulates x 2 of every convolution in one forward pass of ``net`` on ``inputs``: nst's one FLOP
+    counter (every TransformerNet family, AdaIN's encoder and decoder). The pass runs on the meta device, shapes
+    only, no arithmetic (on a copy of ``net`` unless it is there already); non-tensor inputs pass as they are.
 
-    Normalization, activations and padding are ignored: they are a fraction of a percent of the total.
+    Normalization, activations and padding are not counted: they are a fraction of a percent of the total.
     """
-    net = TransformerNet.from_shape(shape or NetShape())
+    import copy
+
+    on_meta = all(p.device.type == "meta" for p in net.parameters())
+    meta = net if on_meta else copy.deepcopy(net).to("meta")
     flops = 0
-    h, w = height, width
-    for name, module in net.named_modules():
-        if not isinstance(module, nn.Conv2d):
-            continue
-        if name.startswith("deconv1") or name.startswith("deconv2"):
-            h, w = h * 2, w * 2
-        stride = module.stride[0]
-        oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+
+    def hook(module: nn.Conv2d, args: Any, out: torch.Tensor) -> None:
+        nonlocal flops
         k = module.kernel_size[0] * module.kernel_size[1]
-        flops += 2 * module.in_channels * module.out_channels * k * oh * ow
-        h, w = oh, ow
+        flops += 2 * module.in_channels * module.out_channels * k * out.shape[-2] * out.shape[-1] // module.groups
+
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            meta(*(x.to("meta") if isinstance(x, torch.Tensor) else x for x in inputs))
+    finally:
+        for h in handles:
+            h.remove()
     return flops
+
+
+def count_flops(height: int, width: int, shape: NetShape | None = None) -> int:
+    """:func:`conv_flops` of Johnson et al.'s network (or ``shape``) for one image of height x width (a multiple
+    of 4)."""
+    shape = shape or NetShape()
+    with torch.device("meta"):
+        net = TransformerNet.from_shape(shape)
+        style = (torch.full((shape.styles,), 1.0 / shape.styles),) if shape.styles > 1 else ()
+        return conv_flops(net, torch.zeros(1, 3, height, width), *style)
 
 
 def gflop_per_megapixel(shape: NetShape | None = None) -> float:
