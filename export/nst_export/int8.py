@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -38,6 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 from nst_runtime.errors import ModelFileError, ParityError, UsageError
+
+from .parity import DEFAULT_TOLERANCE, compare_images, degenerate_output, raw_output_session
 
 log = logging.getLogger(__name__)
 
@@ -302,15 +303,12 @@ class Int8Report:
 
 
 def compare(name: str, engine: str, candidate: np.ndarray, reference: np.ndarray) -> Int8ImageResult:
-    if candidate.shape != reference.shape:
-        raise ParityError(f"{name}: INT8 output shape {candidate.shape} differs from the reference "
-                          f"{reference.shape}. This is a bug in the export; please report it.")
+    """The parity gate's numbers (:func:`nst_export.parity.compare_images`) plus the share of visible errors."""
+    r = compare_images(candidate, reference)
     diff = np.abs(candidate.astype(np.int16) - reference.astype(np.int16))
-    mse = float(np.mean(diff.astype(np.float64) ** 2))
     return Int8ImageResult(
-        name=name, engine=engine, shape=(int(candidate.shape[0]), int(candidate.shape[1])),
-        psnr_db=None if mse == 0 else 10 * math.log10(255.0**2 / mse),
-        max_abs_levels=int(diff.max()), mean_abs_levels=float(diff.mean()),
+        name=name, engine=engine, shape=(int(candidate.shape[0]), int(candidate.shape[1])), psnr_db=r.psnr_db,
+        max_abs_levels=r.max_abs_levels, mean_abs_levels=r.mean_abs_levels,
         visible_fraction=float(np.count_nonzero(diff > VISIBLE_LEVELS)) / diff.size,
     )
 
@@ -348,12 +346,26 @@ def gate_int8(
 ) -> Int8Report:
     """Compare the INT8 file with ``reference`` (uint8 NHWC batch -> batch) on ``images``; a report, never raises."""
     engines = int8_engines(int8_path)
+    # the parity gate's checks that agreement alone misses: NaN/Inf before the uint8 cast (which turns them
+    # into black on both sides) and degenerate outputs (one colour for a varied photo)
+    raw = raw_output_session(int8_path)
+    min_range = DEFAULT_TOLERANCE.min_output_range_levels
     results, failures = [], []
     for name, img in zip(names, images, strict=True):
         ref = reference(img[None])[0]
+        if raw is not None:
+            session, raw_name = raw
+            values = session.run([raw_name], {session.get_inputs()[0].name: img[None]})[0]
+            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                failures.append(f"{name}: the INT8 graph outputs {bad} NaN/Inf values of {values.size} before the "
+                                "uint8 cast (the cast hides them as black)")
         for engine, run in engines.items():
-            r = compare(name, engine, run(img), ref)
+            out = run(img)
+            r = compare(name, engine, out, ref)
             results.append(r)
+            failures += [f"{name} on {engine}: degenerate output: {p}"
+                         for p in degenerate_output(out[None], img[None], min_range)[1]]
             log.info("INT8 %s on %s: PSNR %s dB, max %d, mean %.2f levels", name, engine,
                      "inf" if r.psnr_db is None else f"{r.psnr_db:.2f}", r.max_abs_levels, r.mean_abs_levels)
             if r.psnr_db is not None and r.psnr_db < options.min_psnr_db:

@@ -327,8 +327,9 @@ def _run_reference(reference: Reference, x: np.ndarray) -> ReferenceOutput:
     return ReferenceOutput(image=reference(x))
 
 
-def _degenerate(images: np.ndarray, inputs: np.ndarray, min_range: int) -> tuple[int, list[str]]:
-    """(the smallest widest-channel range over the images, the problems found)."""
+def degenerate_output(images: np.ndarray, inputs: np.ndarray, min_range: int) -> tuple[int, list[str]]:
+    """(the smallest widest-channel range over the uint8 NHWC ``images``, the problems found): an image of one
+    colour for a varied input, or two images of a batch identical although their inputs differ."""
     flat = images.reshape(images.shape[0], -1, images.shape[-1]).astype(np.int16)
     ranges = (flat.max(axis=1) - flat.min(axis=1)).max(axis=1)  # per image: its widest channel
     problems = [f"image {i} is flat (every channel spans {int(r)} level(s), need >= {min_range}) for a varied "
@@ -381,7 +382,7 @@ def check_parity(onnx_path: str | os.PathLike[str], reference: Reference, *, pre
             if bad:
                 failures.append(f"{shape}: {side} outputs {bad} NaN/Inf values of {raw.size} before the uint8 cast "
                                 "(non-finite weights or an overflow; the cast hides them as black)")
-        out_range, problems = _degenerate(out, batch, tolerance.min_output_range_levels)
+        out_range, problems = degenerate_output(out, batch, tolerance.min_output_range_levels)
         failures += [f"{shape}: degenerate output: {p}" for p in problems]
         r = dataclasses.replace(r, output_range_levels=out_range, nonfinite_before_cast=nonfinite)
         results.append(r)

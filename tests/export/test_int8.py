@@ -112,6 +112,33 @@ def test_a_quantized_instance_norm_is_refused(int8_path):
         check_int8_model(model)
 
 
+def test_the_int8_gate_fails_what_agreement_alone_misses(int8_path, tmp_path):
+    """A NaN bias in the last convolution (float in QDQ form): the INT8 file outputs NaN, which the uint8 cast
+    turns into black on both sides of a comparison with itself (PSNR infinite). The gate still fails it: NaN/Inf
+    before the cast, and a flat image."""
+    import onnx
+    from nst_export.int8 import gate_int8
+    from nst_export.parity import onnx_reference
+    from onnx import numpy_helper
+    from PIL import Image
+    from skimage import data
+
+    model = onnx.load(int8_path)
+    inits = {i.name: i for i in model.graph.initializer}
+    last = [n for n in model.graph.node if n.op_type == "Conv"][-1]
+    bias = inits[last.input[2]]
+    assert bias.data_type == onnx.TensorProto.FLOAT
+    bias.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(bias), np.nan), bias.name))
+    bad = tmp_path / "bad.int8.onnx"
+    onnx.save(model, str(bad))
+    photo = np.asarray(Image.fromarray(data.astronaut()).resize((64, 48)))
+    report = gate_int8(bad, onnx_reference(bad), [photo], ["astronaut"], reference_name="the same file")
+    assert all(r.psnr_db is None for r in report.results)  # agreement is perfect
+    assert not report.passed
+    assert any("NaN/Inf" in f for f in report.failures) and any("degenerate output" in f for f in report.failures), \
+        report.failures
+
+
 def test_int8_file_passes_the_tensorrt_lint(int8_path):
     if importlib.util.find_spec("nst_export.trt_lint") is None:
         pytest.skip("nst_export.trt_lint is not in this checkout")
