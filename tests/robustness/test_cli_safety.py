@@ -241,7 +241,9 @@ def test_export_an_onnx_file_goes_to_the_foreign_importer_when_there_is_one(tmp_
     assert seen == []
 
 
-def test_export_errors_never_name_the_hidden_temp_file(tmp_path, capsys, monkeypatch):
+def test_export_errors_never_name_the_hidden_temp_file(tmp_path, capsys, monkeypatch, checkpoint_path):
+    import shutil
+
     import nst_export.onnx_export as onnx_export
     from nst_export.cli import main
     from nst_runtime.errors import ParityError
@@ -251,7 +253,7 @@ def test_export_errors_never_name_the_hidden_temp_file(tmp_path, capsys, monkeyp
                           "model")
 
     monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", failing)
-    (tmp_path / "m.pth").write_bytes(b"unused")
+    shutil.copy(checkpoint_path, tmp_path / "m.pth")  # nst-export reads the checkpoint before the export step
     code = main([str(tmp_path / "m.pth"), "--onnx-only", "-o", str(tmp_path / "out"), "-q"])
     line = _one_error_line(capsys.readouterr().err, code, 5, str(tmp_path / "out" / "m.onnx"))
     assert ".tmp" not in line
