@@ -265,3 +265,33 @@ def test_the_web_page_in_chromium(service, local, make_photo, png, decode_image,
 
 def _backend(service) -> str:
     return json.loads(call(service.url + "v1/models")[2])["models"][0]["backend"]
+
+
+def test_a_multipart_upload_is_served_like_a_raw_body(service, local, make_photo, png, decode_image):
+    """The form an any-style (AdaIN) model takes (fields image and style) goes through the gateway: its photo
+    is stylized exactly as a raw body; a style on this one-style network and a bad form are one-line 400s."""
+    url = service.url + "v1/stylize/tiny"
+    photo = make_photo(36, 44, seed=9)
+    boundary = "nstTestBoundary"
+
+    def form(*fields):
+        body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"; filename="{n}.png"\r\n'
+                        f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for n, data in fields)
+        return body + f"--{boundary}--\r\n".encode()
+
+    def post(body):
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=90) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    status, body = post(form(("image", png(photo))))
+    assert status == 200
+    np.testing.assert_array_equal(decode_image(body), local.stylize(photo))
+    status, body = post(form(("image", png(photo)), ("style", png(make_photo(20, 20, seed=3)))))
+    assert status == 400 and "holds one style" in json.loads(body)["error"]
+    status, body = post(form(("photo", png(photo))))
+    assert status == 400 and "form field 'photo'" in json.loads(body)["error"]
