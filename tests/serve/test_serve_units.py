@@ -301,3 +301,23 @@ def test_nst_serve_checks_the_model_files_once_before_deploying(tmp_path, onnx_f
     with pytest.raises(Stop):
         server.deploy(config)
     assert len(calls) == 1
+
+
+def test_an_any_style_replica_answers_400_to_a_text_style_before_decoding(tmp_path):
+    """The replica's own check (whatever the gateway let through): a text style on an AdaIN model is a 400
+    naming the upload form, and no file named by the client is opened."""
+    import asyncio
+    import types
+
+    from nst_serve.app import ReplicaSettings, StyleModel
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not to be read")
+    replica = object.__new__(StyleModel.func_or_class)
+    replica.name = "adain"
+    replica.settings = ReplicaSettings(paths=(), device="cpu", threads=1, max_batch=1, batch_wait_s=0.01,
+                                       max_pixels=1000)
+    replica.stylizer = types.SimpleNamespace(sidecar=types.SimpleNamespace(adain=object()))
+    params = StylizeParams(options=(("style", str(secret)),))
+    outcome = asyncio.run(replica._stylize(b"\x89PNG whatever", params))
+    assert outcome.status == 400 and "multipart/form-data" in outcome.error["error"]
