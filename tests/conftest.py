@@ -82,3 +82,19 @@ def onnx_fp16_path(tmp_path_factory, onnx_fp32_path, checkpoint_path):
 
     out = tmp_path_factory.mktemp("onnx16") / "tiny.fp16.onnx"
     return fp16_onnx_from_onnx(onnx_fp32_path, out, checkpoint=checkpoint_path)
+
+
+@pytest.fixture(scope="session")
+def tiling_onnx_path(tmp_path_factory, checkpoint_path, onnx_fp32_path):
+    """The tiling graph of ``checkpoint_path`` (``nst_export.tiling_graph.tiling_onnx_from_checkpoint``), in a
+    folder of its own beside a copy of ``onnx_fp32_path`` (``tiny.onnx`` + ``tiny.tiling.onnx``, each with its
+    sidecar: the exact tiling mode's layout). One export per session for every folder's tests."""
+    import shutil
+
+    from nst_export.tiling_graph import tiling_onnx_from_checkpoint
+    from nst_runtime.sidecar import sidecar_path
+
+    folder = tmp_path_factory.mktemp("tiling")
+    for path in (onnx_fp32_path, sidecar_path(onnx_fp32_path)):
+        shutil.copy(path, folder / path.name)
+    return tiling_onnx_from_checkpoint(checkpoint_path, folder / "tiny.tiling.onnx")

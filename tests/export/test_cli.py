@@ -43,6 +43,43 @@ def plain_state_dict(tmp_path_factory, tiny_net):
     return path
 
 
+def test_cli_runs_its_steps_in_order_with_progress_and_a_summary(checkpoint_path, onnx_fp32_path, tiling_onnx_path,
+                                                                tmp_path, capsys, monkeypatch):
+    """The command's orchestration: FP32, FP16 (real, gated against PyTorch), tiling graph, Triton repository,
+    one progress line per step and the summary table. The FP32 and tiling exports are the session's, copied
+    (each is tested on its own; the whole command for real: the slow test below)."""
+    import shutil
+
+    from nst_export import onnx_export, tiling_graph
+    from nst_runtime.sidecar import read_sidecar, sidecar_path
+
+    def copier(source):
+        def copied(checkpoint, out, **kwargs):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, out)
+            shutil.copy(sidecar_path(source), sidecar_path(out))
+            return out
+        return copied
+
+    monkeypatch.setattr(onnx_export, "onnx_from_checkpoint", copier(onnx_fp32_path))
+    monkeypatch.setattr(tiling_graph, "tiling_onnx_from_checkpoint", copier(tiling_onnx_path))
+    out_dir, repo = tmp_path / "out", tmp_path / "repo"
+    code, out, err = _run([checkpoint_path, "--fp16", "--onnx-only", "-o", out_dir, "--name", "udnie",
+                           "--triton-repo", repo], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["udnie.fp16.onnx", "udnie.fp16.onnx.json", "udnie.onnx", "udnie.onnx.json",
+                     "udnie.tiling.onnx", "udnie.tiling.onnx.json"]
+    assert read_sidecar(out_dir / "udnie.tiling.onnx").role == "tiling"
+    fp16 = read_sidecar(out_dir / "udnie.fp16.onnx")
+    assert fp16.parity["passed"] and fp16.parity["reference"] == "pytorch-fp32"
+    assert (repo / "udnie" / "config.pbtxt").is_file() and (repo / "udnie" / "1" / "model.onnx").is_file()
+    assert "[1/4]" in err and "[4/4]" in err  # progress per step
+    assert "udnie.onnx" in out and "udnie.fp16.onnx" in out and ("dB" in out or "identical" in out)
+    assert "max |diff|" in out
+
+
+@pytest.mark.slow
 def test_fp16_onnx_only_with_triton_repo(plain_state_dict, tmp_path, capsys):
     from nst_runtime.sidecar import read_sidecar
 

@@ -132,10 +132,14 @@ def test_bad_checkpoint_raises_and_leaves_no_files(tmp_path, content):
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def test_failed_parity_leaves_no_artifact(tmp_path, small_checkpoint, monkeypatch):
+def test_failed_parity_leaves_no_artifact(tmp_path, checkpoint_path, onnx_fp32_path, monkeypatch):
+    """The gate fails (a reference 3 levels off): nothing is left behind. The traced graph is the session's
+    export of the same network (tracing is tested above; this test is about the gate and the temp file)."""
     import nst_export.onnx_export as onnx_export
+    import onnx
     from nst_runtime.errors import ParityError
 
+    monkeypatch.setattr(onnx_export, "export_onnx_model", lambda net, **kw: onnx.load(str(onnx_fp32_path)))
     real = onnx_export.torch_reference
 
     def off_by_three(net):
@@ -145,7 +149,7 @@ def test_failed_parity_leaves_no_artifact(tmp_path, small_checkpoint, monkeypatc
     monkeypatch.setattr(onnx_export, "torch_reference", off_by_three)
     out = tmp_path / "m.onnx"
     with pytest.raises(ParityError) as info:
-        onnx_export.onnx_from_checkpoint(small_checkpoint, out)
+        onnx_export.onnx_from_checkpoint(checkpoint_path, out)
     msg = str(info.value)
     # every batch fails and every one is listed with its numbers
     assert msg.count("max |diff|") == 3 and "Nothing was written" in msg

@@ -17,13 +17,9 @@ def vivid(tiny_net):
 
 
 @pytest.fixture(scope="module")
-def tiling_onnx(tmp_path_factory, vivid):
-    from nst_export.tiling_graph import tiling_onnx_from_checkpoint
-    from nst_train.checkpoint import CheckpointMetadata, save_checkpoint
-
-    folder = tmp_path_factory.mktemp("tiling_graph")
-    ckpt = save_checkpoint(folder / "vivid.pth", vivid, CheckpointMetadata(steps=0))
-    return tiling_onnx_from_checkpoint(ckpt, folder / "vivid.tiling.onnx")
+def tiling_onnx(tiling_onnx_path):
+    """The tiling graph of ``vivid`` (the shared network), exported once per session (tests/conftest.py)."""
+    return tiling_onnx_path
 
 
 @pytest.fixture(scope="module")
