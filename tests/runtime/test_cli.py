@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from nst_runtime.cli import main
 from PIL import Image
 
@@ -93,3 +94,29 @@ def test_video_round_trip_with_audio(vivid_onnx, stylizer, make_image, tmp_path,
         assert own > 18
         assert own > measure_psnr(got, src) + 6
         assert all(own > measure_psnr(got, e) + 3 for j, e in enumerate(expected) if j != i)
+
+
+@pytest.mark.parametrize("how", ["not registered", "registered but not loadable"])
+def test_ray_without_the_serve_stage_is_one_line_naming_the_extra(vivid_onnx, tmp_path, capsys, monkeypatch, how):
+    """nst-stylize --ray finds the serve stage's folder job through its registration (nst.folder_runners), never
+    by module name: without it, exit 6 and one line naming nst[serve]."""
+    from importlib import metadata
+
+    from nst_runtime.cli import main
+    from PIL import Image
+
+    real = metadata.entry_points
+
+    def entry_points(**kw):
+        found = real(**kw)
+        if kw.get("group") != "nst.folder_runners":
+            return found
+        return [] if how == "not registered" else [metadata.EntryPoint("ray", "ray_absent_here.job:run", "x")]
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(photos / "a.png")
+    assert main([str(vivid_onnx), str(photos), "-o", str(tmp_path / "out"), "--ray", "-q"]) == 6
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'nst[serve]'" in err and len(err.splitlines()) == 1
