@@ -231,15 +231,16 @@ def test_distillation_brings_the_student_closer_to_the_teacher(tiny_config, tmp_
         mse = float(((a - b) ** 2).mean())
         return 10 * np.log10(255**2 / mse)
 
-    config = dict(style=None, teacher=checkpoint_path, arch="slim", steps=1, lr=1e-2, content_weight=0.0,
-                  style_weight=0.0, teacher_weight=1.0)
+    config = dict(style=None, teacher=checkpoint_path, arch="slim", res_blocks=1, steps=1, lr=1e-2,
+                  content_weight=0.0, style_weight=0.0, teacher_weight=1.0)
     start = train(tiny_config(tmp_path / "s0.pth", **config))
-    end = train(tiny_config(tmp_path / "s1.pth", **{**config, "steps": 20}))
+    end = train(tiny_config(tmp_path / "s1.pth", **{**config, "steps": 12}))
     before, after = psnr_to_teacher(start.model.cpu()), psnr_to_teacher(end.model.cpu())
+    print(f"student PSNR against the teacher: {before:.2f} dB -> {after:.2f} dB")
     assert after > before + 1.0, (before, after)
     meta = load_checkpoint(end.checkpoint).metadata
     assert meta.teacher["architecture"] == "transformer_net/johnson2016-in-v1"
-    assert meta.architecture == "transformer_net/slim-c32-r5-v1"
+    assert meta.architecture == "transformer_net/slim-c32-r1-v1"
 
 
 def test_teacher_and_style_together_are_refused(tiny_config, tmp_path, checkpoint_path):
