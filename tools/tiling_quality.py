@@ -3,6 +3,12 @@ and natural photos, and speed of fast tiling against one untiled call (docs/runt
 
     python tools/tiling_quality.py quality --work /tmp/tq --steps 400 --json benchmarks/results/tiling_quality.json
     python tools/tiling_quality.py speed --work /tmp/tq --size 2000x3000 --tile 1024 --json benchmarks/results/tiling_speed.json
+    python tools/tiling_quality.py pixels --size 2000x3000 --tile 1024
+
+``pixels`` prints, without running a network, how many pixels fast tiling pushes through the network (statistics
+pass plus tiles with their halos) against the image's: a proxy for its cost that does not depend on load.
+``--stats`` picks how the statistics are estimated (``downscale``, the default, ``box`` or ``mosaic``), ``--stats-share``
+and ``--halo`` override the runtime's defaults.
 
 *Trained-like network*: a TransformerNet trained ``--steps`` steps by ``nst_train.train`` on the procedural
 sample images with a RANDOMLY INITIALISED VGG-16 loss network (no ImageNet weights offline): the weights have
@@ -104,11 +110,7 @@ def quality(args: argparse.Namespace) -> dict:
     if not args.no_random:
         nets["random"] = random_checkpoint(args.work)
     images = photos()
-    result: dict = {"tile": args.tile, "halo": args.halo, "stats_share": args.stats_share, "networks": {}}
-    import nst_runtime.stylizer
-    import nst_runtime.tiling
-
-    nst_runtime.tiling.FAST_STATS_SHARE = nst_runtime.stylizer.FAST_STATS_SHARE = args.stats_share
+    result: dict = {**_settings(args), "networks": {}}
     for tag, ckpt in nets.items():
         model = exported(Path(ckpt))
         rows = {}
@@ -132,12 +134,9 @@ def quality(args: argparse.Namespace) -> dict:
 
 
 def speed(args: argparse.Namespace) -> dict:
-    import nst_runtime.stylizer
-    import nst_runtime.tiling
     from nst_runtime import Stylizer
 
-    nst_runtime.tiling.FAST_STATS_SHARE = nst_runtime.stylizer.FAST_STATS_SHARE = args.stats_share
-
+    settings = _settings(args)
     model = exported(Path(args.checkpoint or trained_checkpoint(args.work, args.steps, args.image_size)))
     h, _, w = args.size.partition("x")
     shape = (int(h), int(w or h))
@@ -160,23 +159,54 @@ def speed(args: argparse.Namespace) -> dict:
                 times[tag].append(time.perf_counter() - t)
                 print(f"{tag}: {times[tag][-1]:.1f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"size": list(shape), "tile": args.tile, "halo": args.halo, "stats_share": args.stats_share,
-            "backend": args.backend, "seconds": times,
+    return {"size": list(shape), **settings, **pixels(args), "backend": args.backend, "seconds": times,
             "median_s": med, "fast_over_untiled": round(med["fast"] / med["untiled"], 3),
             "fast_psnr_db": round(psnr(outs["untiled"], outs["fast"]), 2),
             "load_average_before": load_before, "load_average_after": os.getloadavg()}
 
 
+def _settings(args: argparse.Namespace) -> dict:
+    """Apply --stats/--stats-share to the runtime's fast-tiling defaults; the settings in effect."""
+    import nst_runtime.tiling as tiling
+
+    if args.stats_share is not None:
+        tiling.FAST_STATS_SHARE = args.stats_share
+    if args.stats is not None:
+        tiling.DEFAULT_FAST_STATS = args.stats
+    halo = tiling.DEFAULT_FAST_HALO if args.halo is None else args.halo
+    return {"tile": args.tile, "halo": halo, "stats": tiling.DEFAULT_FAST_STATS, "stats_share": tiling.FAST_STATS_SHARE}
+
+
+def pixels(args: argparse.Namespace) -> dict:
+    """Pixels fast tiling pushes through the network for an image of --size, as a share of the image's."""
+    import nst_runtime.tiling as tiling
+
+    settings = _settings(args)
+    h, _, w = args.size.partition("x")
+    ph, pw = (-(-int(v) // tiling.TILE_MULTIPLE) * tiling.TILE_MULTIPLE for v in (h, w or h))
+    plan, halo = tiling.plan_fast_tiles(ph, pw, tile_h=args.tile, tile_w=args.tile, halo=settings["halo"])
+    stats = tiling.fast_stats_pixels(ph, pw)
+    if settings["stats"] == "mosaic":
+        sample = tiling.statistics_mosaic(np.zeros((ph, pw, 3), np.uint8), stats)[0]
+    else:
+        sample = tiling.downscale_for_statistics(np.zeros((ph, pw, 3), np.uint8), stats, box=True)
+    n = ph * pw
+    return {"tiles": len(plan), "halo_used": halo, "tile_pixel_ratio": round(tiling.pushed_pixels(plan) / n, 3),
+            "stats_pixel_ratio": round(sample.shape[0] * sample.shape[1] / n, 3),
+            "pixel_ratio": round((tiling.pushed_pixels(plan) + sample.shape[0] * sample.shape[1]) / n, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("quality", "speed"))
+    p.add_argument("what", choices=("quality", "speed", "pixels"))
     p.add_argument("--work", type=Path, default=Path("/tmp/nst-tiling-quality"))
     p.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of training one")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--tile", type=int, default=256)
-    p.add_argument("--halo", type=int, default=64)
-    p.add_argument("--stats-share", type=float, default=0.25)
+    p.add_argument("--halo", type=int, help="fast mode's halo (default: the runtime's)")
+    p.add_argument("--stats", choices=("downscale", "box", "mosaic"), help="statistics estimate (default: the runtime's)")
+    p.add_argument("--stats-share", type=float, help="statistics pass's share of the pixels (default: the runtime's)")
     p.add_argument("--no-exact", action="store_true", help="quality: skip the exact mode (16 passes)")
     p.add_argument("--no-random", action="store_true", help="quality: skip the random network")
     p.add_argument("--size", default="2000x3000", help="speed: image HxW")
@@ -187,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     warnings.simplefilter("ignore")
     args.work.mkdir(parents=True, exist_ok=True)
-    record = quality(args) if args.what == "quality" else speed(args)
+    record = {"quality": quality, "speed": speed, "pixels": lambda a: {"size": a.size, **_settings(a), **pixels(a)}
+              }[args.what](args)
     record["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                          "python": platform.python_version()}
     record["caveat"] = ("trained-like = trained with a RANDOMLY INITIALISED VGG-16 loss network on procedural "

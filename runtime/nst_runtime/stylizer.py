@@ -525,7 +525,7 @@ class Stylizer:
         if graph is not None:
             budget = self._call_budget()
             ph, pw = padded.shape[:2]
-            stats_pixels = fast_stats_pixels(ph, pw, tile_h=limit_h, tile_w=limit_w)
+            stats_pixels = fast_stats_pixels(ph, pw)
             if budget is not None:
                 stats_pixels = min(stats_pixels, self._call_cost(tiling_graph=True).pixels_within(budget))
             return stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
