@@ -112,12 +112,12 @@ def multistyle_network(style: int) -> Network:
 
 def engines(path: Path, net: Network):
     import onnxruntime as ort
-    import openvino as ov
+    from nst_runtime.openvino_backend import shared_core
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = shared_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     req = compiled.create_infer_request()
 
     def run_ort(x):

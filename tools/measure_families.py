@@ -174,10 +174,10 @@ def measure_distillation(work: Path, *, teacher_steps: int, student_steps: int, 
 # ------------------------------------------------------------------------------------------------ AdaIN graphs
 def measure_adain_graphs(work: Path, *, reps: int) -> dict:
     import onnx
-    import openvino as ov
     from nst_bench.families import build_family
     from nst_export.adain_export import export_two_input_model
     from nst_runtime import Stylizer
+    from nst_runtime.openvino_backend import shared_core
     from nst_train.adain import load_adain_checkpoint
 
     art = build_family("adain", work)
@@ -186,7 +186,7 @@ def measure_adain_graphs(work: Path, *, reps: int) -> dict:
     style_file = _save(work / "style512.png", style)
     one = export_two_input_model(load_adain_checkpoint(work / "adain.pth").net)
     onnx.save(one, str(work / "one_graph.onnx"))
-    core = ov.Core()
+    core = shared_core()
     compiled = core.compile_model(core.read_model(str(work / "one_graph.onnx")), "CPU",
                                   {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()

@@ -597,10 +597,11 @@ class OpenVinoBackend(Backend):
 
     def _setup(self, workload: Workload) -> None:
         if self._compiled is None:
-            import openvino as ov
+            from nst_runtime.openvino_backend import shared_core
 
             path = self.source.onnx_path("int8" if self.int8 else "fp32")
-            self._compiled = ov.Core().compile_model(
+            # the process's one Core: Cores released out of order break Ctrl-C (see shared_core)
+            self._compiled = shared_core().compile_model(
                 str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
             self._request = self._compiled.create_infer_request()
             self._output = self._compiled.output(0)

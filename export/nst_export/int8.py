@@ -326,9 +326,9 @@ def int8_engines(path: str | os.PathLike[str]) -> dict[str, Any]:
     in_name = session.get_inputs()[0].name
     engines: dict[str, Any] = {"onnxruntime": lambda x: session.run(None, {in_name: x[None]})[0][0]}
     if importlib.util.find_spec("openvino") is not None:
-        import openvino as ov
+        from nst_runtime.openvino_backend import shared_core
 
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = shared_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
         engines["openvino"] = lambda x: np.array(request.infer({0: x[None]})[compiled.output(0)][0])
     return engines

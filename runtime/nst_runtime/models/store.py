@@ -221,8 +221,8 @@ def model_argument(spec: str, *, pull: bool = False, home: str | os.PathLike[str
 
 
 # ------------------------------------------------------------------------------------------------ pulling
-#: what the export stage's foreign import loads (nst_export.onnx_export imports torch for its writer helpers)
-_EXPORT_MODULES = ("onnx", "onnxruntime", "torch")
+#: what the export stage's foreign import loads (torch-free since nst_export.artifacts; a subprocess test checks)
+_EXPORT_MODULES = ("onnx", "onnxruntime")
 
 
 def _export_stage(what: str) -> Any:
