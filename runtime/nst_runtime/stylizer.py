@@ -200,8 +200,9 @@ class Stylizer:
             tile_overlap: fallback tiling (no ``NAME.tiling.onnx``): pixels neighbouring tiles share
                 (cross-faded).
             tile_halo: fast and exact tiling (``NAME.tiling.onnx`` beside the model): context pixels around
-                each tile's core (default 32 in fast mode, 64 in exact mode); lowered where the tile size leaves
-                no room for it.
+                each tile's core. Exact mode: that many (default 64), lowered where the tile size leaves no room.
+                Fast mode: an upper bound (default 32): the plan takes the fewest tiles any halo of 16 px up to
+                it allows, then the largest halo those tiles hold.
             tile_mode: with the tiling graph, ``"fast"`` (default: whole-image statistics estimated from one
                 pass over a downscaled copy, then one pass over the tiles) or ``"exact"`` (the statistics
                 of the whole image itself, 16 passes over the tiles).
