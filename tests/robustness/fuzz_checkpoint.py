@@ -89,11 +89,20 @@ def main(argv: list[str]) -> int:
 
     from fuzz_common import atheris_main, atheris_or_none, hypothesis_fuzz, seconds_arg
 
-    logging.disable(logging.WARNING)
-    warnings.simplefilter("ignore")
     atheris = atheris_or_none()
     if atheris is None or "--hypothesis" in argv:
-        return hypothesis_fuzz(check, seeds(), seconds=seconds_arg(argv, 60.0))
+        # called in-process by the tests: silence logging and warnings for the run only (a logging.disable left
+        # behind hid every later test's log lines)
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return hypothesis_fuzz(check, seeds(), seconds=seconds_arg(argv, 60.0))
+        finally:
+            logging.disable(previous)
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
     with atheris.instrument_imports(include=["nst_train.checkpoint", "nst_train.training_state",
                                              "nst_runtime.artifact", "nst_runtime.sidecar"]):
         import nst_runtime.artifact  # noqa: F401

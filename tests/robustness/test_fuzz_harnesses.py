@@ -40,8 +40,15 @@ def test_atheris_short_run(harness, tmp_path):
 
 @pytest.mark.parametrize("harness", HARNESSES)
 def test_hypothesis_byte_fuzzing_short_run(harness):
+    import logging
+    import warnings
+
     module = __import__(harness)
+    disabled, filters = logging.root.manager.disable, list(warnings.filters)
     assert module.main([harness, "--hypothesis", "--seconds", "2"]) == 0
+    # run in-process: it must leave the test process's logging and warnings as it found them
+    assert logging.root.manager.disable == disabled
+    assert warnings.filters == filters
 
 
 @pytest.mark.parametrize("harness,data", REGRESSIONS)
