@@ -37,12 +37,15 @@ COMMON_EXIT_CODES = (0, 1, 2, 6, 130, 143)
 
 
 # ------------------------------------------------------------------------------------------ commands
-class NstCommand(click.Command):
-    """A click command whose epilog (examples) is printed as written, followed by its exit codes.
+class ExitCodesHelp:
+    """Mixin for click commands and groups: the epilog (examples) is printed as written, followed by the
+    command's exit codes.
 
     ``exit_codes``: the codes this command can return (rows of :data:`EXIT_CODES`, plus the common ones).
     ``extra``: the pip extra this command's stage needs (``nst[train]``…), named when a module is missing.
     """
+
+    epilog: str | None
 
     def __init__(self, *args: Any, exit_codes: Sequence[int] = (), extra: str | None = None,
                  **kwargs: Any) -> None:
@@ -59,6 +62,11 @@ class NstCommand(click.Command):
         if self.epilog:
             formatter.write("\n" + self.epilog.rstrip("\n") + "\n")
         formatter.write("\nexit codes:\n" + exit_code_table(self.exit_codes) + "\n")
+
+
+class NstCommand(ExitCodesHelp, click.Command):
+    """A click command whose epilog (examples) is printed as written, followed by its exit codes
+    (:class:`ExitCodesHelp`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         # kept on an exception: the runner names the command that failed, then clears the stack

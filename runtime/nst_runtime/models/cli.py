@@ -14,10 +14,9 @@ from typing import Any
 
 import click
 
-from ..errors import EXIT_CODES, UsageError, exit_code_table
+from ..errors import UsageError
 from ..options import (
-    COMMON_EXIT_CODES,
-    CONTEXT_SETTINGS,
+    ExitCodesHelp,
     nst_command,
     run_command,
     setup_logging,
@@ -48,22 +47,8 @@ import them with nst's export stage: pip install 'nst[export]'.
 EXIT_CODES_MODELS = (3, 5, 6, 8, 9)
 
 
-class NstGroup(click.Group):
+class NstGroup(ExitCodesHelp, click.Group):
     """A click group whose epilog is printed as written, followed by its exit codes (as NstCommand does)."""
-
-    def __init__(self, *args: Any, exit_codes: Sequence[int] = (), extra: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
-        super().__init__(*args, **kwargs)
-        self.exit_codes = tuple(sorted(set(COMMON_EXIT_CODES) | set(exit_codes)))
-        self.extra = extra
-        unknown = [c for c in self.exit_codes if c not in EXIT_CODES]
-        if unknown:
-            raise ValueError(f"exit codes {unknown} are not in nst_runtime.errors.EXIT_CODES")
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if self.epilog:
-            formatter.write("\n" + self.epilog.rstrip("\n") + "\n")
-        formatter.write("\nexit codes:\n" + exit_code_table(self.exit_codes) + "\n")
 
 
 @click.group("nst-models", cls=NstGroup, exit_codes=EXIT_CODES_MODELS, extra="runtime", epilog=EXAMPLES,
