@@ -27,17 +27,10 @@ import time
 import warnings
 from pathlib import Path
 
+from nst_bench.machine import cpu_model
+
 SHAPES = ((1, 256, 256), (1, 181, 243), (2, 96, 130))
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _measure(ckpt: Path, work: Path, tag: str) -> dict:
@@ -101,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                        "training used a RANDOMLY INITIALISED VGG-16 loss network on procedural images: the "
                        "weights have moved away from initialisation under real gradients, but the network "
                        "is not a real style model."),
-            "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                         "provider": "CPUExecutionProvider"},
             "training": {"steps": result.steps, "image_size": args.image_size, "batch_size": args.batch_size,

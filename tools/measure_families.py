@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from nst_bench.machine import cpu_model, loadavg
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 #: held out of the distillation's training photos: the student is measured on these
@@ -55,13 +55,6 @@ def _photo(name: str) -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def _load() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------------ fp16
@@ -240,23 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             doc = measure_adain_graphs(work, reps=args.reps)
     doc.update({"command": " ".join(["python", "tools/measure_families.py", *(argv or sys.argv[1:])]),
-                "wall_s": round(time.time() - started, 1), "loadavg_end": _load(),
-                "cpu": _cpu_name(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                "wall_s": round(time.time() - started, 1), "loadavg_end": loadavg(),
+                "cpu": cpu_model(), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     print(json.dumps(doc.get("summary") or doc.get("median_ms") or {"median_student_psnr_db":
                                                                       doc.get("median_student_psnr_db")}, indent=1))
     return 0
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
