@@ -5,8 +5,8 @@ resident memory of whole stylizations under the default budget. Every measuremen
     python tools/memory_per_pixel.py per-pixel --model out/m.onnx --sizes 512,1024,1080x1920,2048
     python tools/memory_per_pixel.py budget --model out/m.onnx --sizes 1080x1920,2160x3840,9000x9000
 
-``per-pixel``: for each backend (``onnxruntime``, ``openvino``, and ``tiling``: the tiling graph beside the
-model) and size, a process opens the model with no budget, runs one warm-up call on a small image, then one
+``per-pixel``: for each backend (``onnxruntime``, ``openvino``, and ``tiling`` / ``tiling-openvino``: the tiling
+graph beside the model on ONNX Runtime / OpenVINO) and size, a process opens the model with no budget, runs one warm-up call on a small image, then one
 call of that size; bytes/pixel = (peak during the call - resident before it) / pixels, the peak being Linux's
 ``VmHWM`` reset just before the call (``/proc/self/clear_refs``), so a higher peak while loading the model does
 not hide the call's. ``budget``: a process opens the model
@@ -44,11 +44,11 @@ model, backend, h, w = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[
 from nst_runtime import Stylizer
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-if backend == "tiling":
+if backend in ("tiling", "tiling-openvino"):
     from pathlib import Path
     from nst_runtime.tiling import open_tiling_graph, tiling_graph_path, whole_image_statistics
-    from nst_runtime.onnxruntime_backend import select_providers, _ort
-    g = open_tiling_graph(tiling_graph_path(Path(model)), providers=["CPUExecutionProvider"])
+    g = open_tiling_graph(tiling_graph_path(Path(model)), providers=["CPUExecutionProvider"],
+                          backend="openvino" if backend == "tiling-openvino" else "onnxruntime")
     whole_image_statistics(np.zeros((32, 32, 3), np.uint8), g)
     x = np.ascontiguousarray(x[: h - h % 4, : w - w % 4])
     before = reset_peak()

@@ -31,10 +31,19 @@ in4 (64, /2), in5 (32, full). The mask at /2 and /4 is the full mask subsampled 
 value at the pixel each strided convolution centres on; with core boundaries at multiples of 4 in input
 coordinates the cores then partition every layer's grid exactly. The same ordering is written to the ONNX
 metadata (``nst.tiling.channels``, ``nst.tiling.strides``) so the runtime needs no copy of the model.
+
+The metadata also carries two *stems* (``nst.tiling.stem.1``, ``nst.tiling.stem.2``: serialized ONNX models,
+base64; :func:`build_stem_module`): the network up to the input of its first / second norm layer only, with
+the tiling graph's ``input``/``mask`` (and, for the second, layer 0's ``norm_mean``/``norm_var``) and its
+moment outputs for the last of those layers. Fast tiling runs them over the full-resolution tiles to get the
+first two layers' whole-image statistics exactly (both together: about a sixth of a network call), the ones a
+downscaled copy gets most wrong. They live inside this file so that its hash covers them and nothing else has to be shipped; both are
+checked against PyTorch with the rest (:func:`check_tiling_graph`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -44,6 +53,7 @@ from typing import Any
 import numpy as np
 from nst_runtime.errors import ModelFileError, ParityError
 from nst_runtime.sidecar import Sidecar, TensorSpec
+from nst_runtime.tiling import STEM_DEPTH, STEM_KEY  # the stems: layers found exactly; metadata key
 
 # only the public helpers of onnx_export (it is being worked on; private names may move)
 from . import onnx_export
@@ -165,6 +175,100 @@ def build_tiling_module(net: Any) -> Any:
     return TilingGraph().eval()
 
 
+
+
+def build_stem_module(net: Any, depth: int) -> Any:
+    """The network's first ``depth`` norm layers' inputs and nothing after: a *stem* for fast tiling.
+
+    Fast tiling estimates the whole image's statistics from a downscaled copy; the first two layers' are the
+    ones a copy gets most wrong (fine detail the copy lacks) and the ones the output depends on most, and
+    they are cheap to find exactly at full resolution: conv1 (layer 0), then conv1 and conv2 (layer 1),
+    together about a sixth of a network call. Inputs ``input`` and ``mask`` as the tiling graph, and for ``depth`` > 1
+    ``norm_mean``/``norm_var`` of layers 0..depth-2 (concatenated); outputs ``tile_count`` [N, 1],
+    ``tile_mean`` and ``tile_m2`` [N, channels of layer depth-1]: the tiling graph's moments of that layer.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    layers = norm_layers(net)[:depth]
+    strides = layer_strides(net)[:depth]
+    convs = [net.conv1, net.conv2, net.conv3][:depth]
+    if len(convs) < depth:
+        raise ValueError(f"stem depth {depth}: the network's stem has {len(convs)} convolutions")
+
+    class Stem(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.convs = nn.ModuleList(convs)
+            self.norms = nn.ModuleList(m for _, m in layers)
+
+        def stem(self, image: torch.Tensor, mask: torch.Tensor, norm_mean: torch.Tensor | None,
+                 norm_var: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+            m1 = mask.unsqueeze(1)
+            masks = {1: m1, 2: m1[:, :, ::2, ::2], 4: m1[:, :, ::4, ::4]}
+            x = image.to(torch.float32).permute(0, 3, 1, 2)
+            at = 0
+            for k, conv in enumerate(self.convs):
+                x = conv(x)
+                if k + 1 < len(self.convs):
+                    norm = self.norms[k]
+                    c = norm.num_features
+                    assert norm_mean is not None and norm_var is not None
+                    scale = norm.weight / torch.sqrt(norm_var[at:at + c] + norm.eps)
+                    x = F.relu((x - norm_mean[at:at + c][None, :, None, None]) * scale[None, :, None, None]
+                               + norm.bias.view(1, -1, 1, 1))
+                    at += c
+            # the moments of the last layer only: the ones before it are given (computing them again costs
+            # a quarter of the stem's time at full resolution)
+            m = masks[strides[len(self.convs) - 1]]
+            count = m.sum(dim=(2, 3))
+            mean = (x * m).sum(dim=(2, 3)) / count.clamp(min=1.0)
+            dev = (x - mean[:, :, None, None]) * m
+            return count, mean, (dev * dev).sum(dim=(2, 3))
+
+    class Stem1(Stem):
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.stem(image, mask, None, None)
+
+    class StemN(Stem):
+        def forward(self, image: torch.Tensor, mask: torch.Tensor, norm_mean: torch.Tensor,
+                    norm_var: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.stem(image, mask, norm_mean, norm_var)
+
+    return (Stem1 if depth == 1 else StemN)().eval()
+
+
+def export_stem_model(net: Any, depth: int, *, opset: int = DEFAULT_OPSET) -> Any:
+    """Export :func:`build_stem_module` to an in-memory, checked ``onnx.ModelProto``."""
+    import onnx
+    import torch
+    from torch.export import Dim
+
+    module = build_stem_module(net, depth)
+    given = sum(m.num_features for _, m in norm_layers(net)[:depth - 1])
+    example: tuple[torch.Tensor, ...] = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.ones((2, 64, 64)))
+    names = [INPUT_NAME, MASK_NAME]
+    if depth > 1:
+        example += (torch.zeros(given), torch.ones(given))
+        names += [MEAN_NAME, VAR_NAME]
+    batch = Dim("batch", min=1, max=_MAX_DIM)
+    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    spatial = {0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}
+    with quiet_torch_exporter():
+        program = torch.onnx.export(
+            module, example, None, input_names=names, output_names=[COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME],
+            opset_version=opset, dynamo=True, dynamic_shapes=(spatial, spatial) + (None,) * (len(names) - 2),
+            optimize=True, verbose=False,
+        )
+    model = program.model_proto
+    _name_dims(model)
+    model.producer_name = "nst-export"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     """Export the tiling graph of ``net`` to an in-memory, checked ``onnx.ModelProto``."""
     import onnx
@@ -205,6 +309,9 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
         "nst.tiling.channels": ",".join(str(m.num_features) for _, m in norm_layers(net)),
         "nst.tiling.strides": ",".join(map(str, layer_strides(net))),
         "nst.tiling.multiple": str(TILE_MULTIPLE),
+        # the stems ride inside the tiling graph (its hash covers them): no extra artifact to ship or verify
+        **{STEM_KEY.format(depth=d): base64.b64encode(export_stem_model(net, d, opset=opset).SerializeToString())
+           .decode("ascii") for d in range(1, STEM_DEPTH + 1)},
     })
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -293,6 +400,20 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
             scale = np.sqrt(var) + 1e-3
             rel = max(rel, float(max(np.abs(t_mean - mean).max() / scale.max(),
                                      (np.abs(t_var - var) / (var + 1e-6)).max())))
+        stems = stem_sessions(session)
+        for depth, stem in stems.items():
+            g = int(np.sum([m.num_features for _, m in norm_layers(net)[:depth - 1]]))
+            c = g + norm_layers(net)[depth - 1][1].num_features
+            for i in range(n):
+                feed = {INPUT_NAME: image[i:i + 1], MASK_NAME: np.ones((1, h, w), np.float32)}
+                if depth > 1:
+                    feed |= {MEAN_NAME: mean32[i, :g], VAR_NAME: var32[i, :g]}
+                count, s_mean, s_m2 = stem.run(None, feed)
+                s_var = s_m2[0] / count[0, 0]
+                scale = np.sqrt(var[i, g:c]) + 1e-3
+                rel = max(rel, float(max(np.abs(s_mean[0] - mean[i, g:c]).max() / scale.max(),
+                                         (np.abs(s_var - var[i, g:c]) / (var[i, g:c] + 1e-6)).max())))
+        report["stem_depths"] = sorted(stems)
         report["shapes"].append([n, h, w])
         report["max_abs_levels"] = max(report["max_abs_levels"], levels)
         report["max_moment_rel_err"] = max(report["max_moment_rel_err"], rel)
@@ -305,6 +426,19 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
         raise ParityError(f"{path}: the tiling graph does not reproduce the model: {'; '.join(problems)}. This is "
                           "a bug in the export; please report it.")
     return report
+
+
+def stem_sessions(session: Any) -> dict[int, Any]:
+    """The stems inside a tiling graph's metadata (``STEM_KEY``), opened with ONNX Runtime on the CPU."""
+    import onnxruntime as ort
+
+    meta = session.get_modelmeta().custom_metadata_map
+    out = {}
+    for depth in range(1, STEM_DEPTH + 1):
+        data = meta.get(STEM_KEY.format(depth=depth))
+        if data:
+            out[depth] = ort.InferenceSession(base64.b64decode(data), providers=["CPUExecutionProvider"])
+    return out
 
 
 def _layer_index(net: Any) -> np.ndarray:

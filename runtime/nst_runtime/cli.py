@@ -155,7 +155,8 @@ class Job:
               help="exact and fast tiling: context pixels around each tile's core (default: the library's)")
 @click.option("--tile-mode", type=click.Choice(("fast", "exact")), default="fast", show_default=True,
               help="tiled images (NAME.tiling.onnx beside the model): fast = whole-image statistics estimated "
-                   "from a downscaled copy, one pass over the tiles; exact = the image's own statistics, 16 passes")
+                   "from a downscaled copy (the first two layers' exact), one pass over the tiles; exact = the "
+                   "image's own statistics, 16 passes")
 @memory_limit_option("memory budget of one network call: a size (4G, 512M), a share of the available memory "
                      "(60%) or none; larger images run in tiles (default: half the memory available)")
 @positive_int("--batch-size", 1, "video frames per network call")

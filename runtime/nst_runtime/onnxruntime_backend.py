@@ -197,8 +197,11 @@ class SessionFromOnnx:
         intra_op_threads: int | None = None,
         memory_arena: bool = CPU_MEMORY_ARENA,
         memory_patterns: bool = CPU_MEMORY_PATTERNS,
+        data: bytes | None = None,
     ) -> None:
         self.path = Path(path)
+        #: the model's bytes when it is not the file at ``path`` (a graph carried inside it; path names it)
+        self.data = data
         self.providers = list(providers)
         self.intra_op_threads = intra_op_threads
         self.memory_arena = memory_arena
@@ -222,7 +225,8 @@ class SessionFromOnnx:
                     raise UsageError(f"TensorRT provider engine cache {cache}: cannot create it "
                                      f"({exc.strerror or exc}). Fix: pass a writable tensorrt_cache_dir.") from None
         try:
-            return ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
+            return ort.InferenceSession(str(self.path) if self.data is None else self.data, sess_options=opts,
+                                        providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own pybind classes (InvalidProtobuf, Fail, …)
             raise ModelFileError(
                 f"{self.path}: ONNX Runtime cannot load it ({type(exc).__name__}: {str(exc).strip()[:300]}). "

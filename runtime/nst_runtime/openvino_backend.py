@@ -196,3 +196,79 @@ class OpenVinoRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Port:
+    """``name`` and ``shape`` of a graph input or output, as ONNX Runtime's ``NodeArg`` has them."""
+
+    def __init__(self, port: Any) -> None:
+        self.name = port.get_any_name()
+        self.shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
+
+class _Meta:
+    def __init__(self, custom: dict[str, str]) -> None:
+        self.custom_metadata_map = custom
+
+
+class OpenVinoSession:
+    """A small graph (the tiling graph, its stems) on OpenVINO's CPU plugin with the surface of an ONNX Runtime
+    ``InferenceSession`` that ``nst_runtime.tiling`` uses: ``get_inputs``, ``get_outputs``, ``get_modelmeta``
+    (the ONNX file's metadata), ``get_providers`` and a thread-safe ``run(names, feed)``.
+
+    ``source``: the ONNX file, or its bytes (a stem carried in the tiling graph's metadata)."""
+
+    def __init__(self, source: str | os.PathLike[str] | bytes, *, threads: int | None = None,
+                 requests: int = DEFAULT_REQUESTS, label: str | None = None) -> None:
+        import io
+
+        self.label = label or (str(source) if not isinstance(source, bytes) else "an embedded graph")
+        config = CompiledModelFromOnnx(self.label, threads=threads).config()
+        try:
+            frontend = _ov_frontend().FrontEndManager().load_by_framework("onnx")
+            model = frontend.convert(frontend.load(io.BytesIO(source) if isinstance(source, bytes) else str(source)))
+            framework = model.get_rt_info()["framework"] if "framework" in model.get_rt_info() else {}
+            self._meta = {str(k): v.astype(str) for k, v in dict(framework).items()}
+            self._compiled = shared_core().compile_model(model, "CPU", config)
+        except Exception as exc:  # openvino raises RuntimeError/its own classes with the parser's message
+            raise ModelFileError(
+                f"{self.label}: OpenVINO cannot load it ({type(exc).__name__}: {str(exc).strip()[:300]}). "
+                "Fix: re-export with nst-export, or use --backend onnxruntime."
+            ) from None
+        self._inputs = [_Port(p) for p in self._compiled.inputs]
+        self._outputs = [_Port(p) for p in self._compiled.outputs]
+        self._pool: ContextPool[Any] = ContextPool(self._compiled.create_infer_request, size=requests)
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def get_inputs(self) -> list[_Port]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[_Port]:
+        return list(self._outputs)
+
+    def get_modelmeta(self) -> _Meta:
+        return _Meta(dict(self._meta))
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINO:CPU"]
+
+    def run(self, names: list[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        names = names or [p.name for p in self._outputs]
+        with self._lock:
+            self._running += 1
+        try:
+            with self._pool.acquire() as request:
+                request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()}, share_inputs=True)
+                return [np.array(request.get_tensor(name).data, copy=True) for name in names]
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def release_memory(self) -> None:
+        """Give back the intermediate tensors OpenVINO keeps after a call (``CompiledModel.release_memory``),
+        unless a call is running. OpenVINO holds them until the next call of another shape, so the stems'
+        buffers would otherwise sit beside the tiling graph's (a 9000x9000 image: 3 GiB over the budget)."""
+        with self._lock:
+            if self._running == 0:
+                self._compiled.release_memory()

@@ -204,8 +204,9 @@ class Stylizer:
                 Fast mode: an upper bound (default 32): the plan takes the fewest tiles any halo of 16 px up to
                 it allows, then the largest halo those tiles hold.
             tile_mode: with the tiling graph, ``"fast"`` (default: whole-image statistics estimated from one
-                pass over a downscaled copy, then one pass over the tiles) or ``"exact"`` (the statistics
-                of the whole image itself, 16 passes over the tiles).
+                pass over a downscaled copy, the first two layers' found exactly by the graph's stems, then
+                one pass over the tiles) or ``"exact"`` (the statistics of the whole image itself, 16 passes
+                over the tiles).
             memory_limit: bytes one call may use (an int, or ``"8G"``, ``"512MiB"``, ``"60%"`` of the memory
                 available now, ``"none"``); default (None): half the memory available when the model is
                 opened. A call whose estimated peak is larger runs in tiles (:mod:`nst_runtime.memory`).
@@ -271,6 +272,10 @@ class Stylizer:
 
             runner_ov = OpenVinoRunner(CompiledModelFromOnnx(artifact.path, threads=intra_op_threads),
                                        sidecar=artifact.sidecar).activate()
+            # its tiling graph on OpenVINO too (faster there than on ONNX Runtime's CPU provider; docs/runtime.md)
+            tiling["tiling_graph"] = _tiling_loader(artifact.path, device=device, providers=providers,
+                                                    intra_op_threads=intra_op_threads, verify_hash=verify_hash,
+                                                    backend="openvino")
             return cls(runner_ov, artifact, tile=tile, tile_overlap=tile_overlap, batch_size=batch_size,
                        parallel_calls=1, **tiling)
         if chosen == "tensorrt":
@@ -367,9 +372,11 @@ class Stylizer:
     def _call_cost(self, *, tiling_graph: bool = False) -> CallCost:
         runner = self._active()
         on_gpu = bool(getattr(runner, "on_gpu", runner.name == "tensorrt"))
+        backend = runner.name
         if tiling_graph:
             on_gpu = self._tiling.on_gpu if self._tiling is not None else False
-        return call_cost(runner.name, on_gpu=on_gpu, tiling_graph=tiling_graph,
+            backend = self._tiling.backend if self._tiling is not None else "onnxruntime"
+        return call_cost(backend, on_gpu=on_gpu, tiling_graph=tiling_graph,
                          family="adain" if self.sidecar.adain is not None else None)
 
     def _call_budget(self) -> int | None:
@@ -714,10 +721,10 @@ class Stylizer:
 
 def _tiling_loader(
     model: Path, *, device: int | str, providers: Sequence[str] | None, intra_op_threads: int | None,
-    verify_hash: bool,
+    verify_hash: bool, backend: str = "onnxruntime",
 ) -> Callable[[], TilingGraph]:
-    """Opens ``NAME.tiling.onnx`` beside ``model`` on ONNX Runtime (providers picked as for ONNX files);
-    FileNotFoundError when it is not there."""
+    """Opens ``NAME.tiling.onnx`` beside ``model`` on ONNX Runtime (providers picked as for ONNX files) or on
+    OpenVINO (``backend``); FileNotFoundError when it is not there."""
 
     def load() -> TilingGraph:
         from .onnxruntime_backend import _ort, select_providers
@@ -730,7 +737,7 @@ def _tiling_loader(
         chosen = select_providers(_ort().get_available_providers(), device=device, requested=providers,
                                   gpu_required=False)
         return open_tiling_graph(path, providers=chosen, intra_op_threads=intra_op_threads,
-                                 verify_hash=verify_hash)
+                                 verify_hash=verify_hash, backend=backend)
 
     return load
 

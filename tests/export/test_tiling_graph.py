@@ -106,6 +106,32 @@ def test_file_sidecar_and_metadata(tiling_onnx):
     props = {p.key: p.value for p in model.metadata_props}
     channels = [int(c) for c in props["nst.tiling.channels"].split(",")]
     assert len(channels) == 15 and sum(channels) == 1600
+    # the stems ride in the metadata, were checked against PyTorch with the rest, and have the documented I/O
+    assert meta.parity["stem_depths"] == [1, 2] and meta.parity["max_moment_rel_err"] <= 1e-3
+    import base64
+
+    for depth, inputs in ((1, ["input", "mask"]), (2, ["input", "mask", "norm_mean", "norm_var"])):
+        stem = onnx.load_from_string(base64.b64decode(props[f"nst.tiling.stem.{depth}"]))
+        assert [i.name for i in stem.graph.input] == inputs
+        assert [o.name for o in stem.graph.output] == ["tile_count", "tile_mean", "tile_m2"]
+        assert not any(n.op_type == "ConvTranspose" for n in stem.graph.node)  # the stem only
+        assert sum(n.op_type == "Conv" for n in stem.graph.node) == depth
+
+
+def test_stems_report_pytorchs_moments_of_the_first_layers(tiling_onnx, vivid):
+    """The depth-2 stem, given layer 0's true statistics, reports layer 1's moments as PyTorch computes them."""
+    import onnxruntime as ort
+    from nst_export.tiling_graph import stem_sessions, torch_norm_moments
+
+    stems = stem_sessions(ort.InferenceSession(str(tiling_onnx), providers=["CPUExecutionProvider"]))
+    image = _image(64, 96, seed=4)[None]
+    mean, var = torch_norm_moments(vivid, image)
+    count, got_mean, got_m2 = stems[2].run(None, {"input": image, "mask": np.ones((1, 64, 96), np.float32),
+                                                 "norm_mean": mean[0, :32].astype(np.float32),
+                                                 "norm_var": var[0, :32].astype(np.float32)})
+    assert count[0].tolist() == [32 * 48]  # layer 1 is at half resolution
+    np.testing.assert_allclose(got_mean[0], mean[0, 32:96], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got_m2[0] / count[0, 0], var[0, 32:96], rtol=1e-3, atol=1e-5)
 
 
 def test_tiling_path_convention(tmp_path):
