@@ -37,7 +37,10 @@ base64; :func:`build_stem_module`): the network up to the input of its first / s
 the tiling graph's ``input``/``mask`` (and, for the second, layer 0's ``norm_mean``/``norm_var``) and its
 moment outputs for the last of those layers. Fast tiling runs them over the full-resolution tiles to get the
 first two layers' whole-image statistics exactly (both together: about a sixth of a network call), the ones a
-downscaled copy gets most wrong. They live inside this file so that its hash covers them and nothing else has to be shipped; both are
+downscaled copy gets most wrong. It also carries the *apply graph* (``nst.tiling.apply``;
+:func:`build_apply_module`): the network normalizing with given statistics and computing nothing else, for
+fast tiling's last pass (a second copy of the weights: the file is about 2.4 times the deploy graph's size).
+They live inside this file so that its hash covers them and nothing else has to be shipped; all of them are
 checked against PyTorch with the rest (:func:`check_tiling_graph`).
 """
 
@@ -53,7 +56,7 @@ from typing import Any
 import numpy as np
 from nst_runtime.errors import ModelFileError, ParityError
 from nst_runtime.sidecar import Sidecar, TensorSpec
-from nst_runtime.tiling import STEM_DEPTH, STEM_KEY  # the stems: layers found exactly; metadata key
+from nst_runtime.tiling import APPLY_KEY, STEM_DEPTH, STEM_KEY  # graphs carried in the metadata
 
 # only the public helpers of onnx_export (it is being worked on; private names may move)
 from . import onnx_export
@@ -269,6 +272,75 @@ def export_stem_model(net: Any, depth: int, *, opset: int = DEFAULT_OPSET) -> An
     return model
 
 
+def build_apply_module(net: Any) -> Any:
+    """The network with every InstanceNorm layer normalizing with the statistics it is given and nothing else:
+    fast tiling's last pass (``input`` uint8 [N,H,W,3], ``norm_mean``/``norm_var`` [1600] -> ``output``). The
+    tiling graph does the same but also computes every layer's masked moments, which that pass does not need
+    (on OpenVINO the tiling graph takes 2.2 s per megapixel, this one with the statistics baked in as
+    constants 1.8, the deploy graph 1.9; docs/runtime.md)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    norms = [m for _, m in norm_layers(net)]
+    offsets = np.concatenate([[0], np.cumsum([m.num_features for m in norms])]).tolist()
+
+    class Apply(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor, norm_mean: torch.Tensor, norm_var: torch.Tensor) -> torch.Tensor:
+            index = 0
+
+            def norm(x: torch.Tensor) -> torch.Tensor:
+                nonlocal index
+                module, lo, hi = norms[index], offsets[index], offsets[index + 1]
+                index += 1
+                scale = module.weight / torch.sqrt(norm_var[lo:hi] + module.eps)
+                shift = module.bias - norm_mean[lo:hi] * scale
+                return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+            n = self.net
+            x = image.to(torch.float32).permute(0, 3, 1, 2)
+            y = F.relu(norm(n.conv1(x)))
+            y = F.relu(norm(n.conv2(y)))
+            y = F.relu(norm(n.conv3(y)))
+            for block in (getattr(n, f"res{i}") for i in range(1, _res_blocks(n) + 1)):
+                y = norm(block.conv2(block.relu(norm(block.conv1(y))))) + y
+            y = F.relu(norm(n.deconv1(y)))
+            y = F.relu(norm(n.deconv2(y)))
+            y = n.deconv3(y)
+            return torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1).to(torch.uint8)
+
+    return Apply().eval()
+
+
+def export_apply_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
+    """Export :func:`build_apply_module` to an in-memory, checked ``onnx.ModelProto``."""
+    import onnx
+    import torch
+    from torch.export import Dim
+
+    c_total = sum(m.num_features for _, m in norm_layers(net))
+    example = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.zeros(c_total), torch.ones(c_total))
+    batch = Dim("batch", min=1, max=_MAX_DIM)
+    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    with quiet_torch_exporter():
+        program = torch.onnx.export(
+            build_apply_module(net), example, None, input_names=[INPUT_NAME, MEAN_NAME, VAR_NAME],
+            output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
+            dynamic_shapes=({0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}, None, None), optimize=True,
+            verbose=False,
+        )
+    model = program.model_proto
+    _name_dims(model)
+    model.producer_name = "nst-export"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     """Export the tiling graph of ``net`` to an in-memory, checked ``onnx.ModelProto``."""
     import onnx
@@ -312,6 +384,7 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
         # the stems ride inside the tiling graph (its hash covers them): no extra artifact to ship or verify
         **{STEM_KEY.format(depth=d): base64.b64encode(export_stem_model(net, d, opset=opset).SerializeToString())
            .decode("ascii") for d in range(1, STEM_DEPTH + 1)},
+        APPLY_KEY: base64.b64encode(export_apply_model(net, opset=opset).SerializeToString()).decode("ascii"),
     })
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -400,6 +473,12 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
             scale = np.sqrt(var) + 1e-3
             rel = max(rel, float(max(np.abs(t_mean - mean).max() / scale.max(),
                                      (np.abs(t_var - var) / (var + 1e-6)).max())))
+        applied = apply_session(session)
+        if applied is not None:
+            out = np.concatenate([applied.run(None, {INPUT_NAME: image[i:i + 1], MEAN_NAME: mean32[i],
+                                                     VAR_NAME: var32[i]})[0] for i in range(n)])
+            levels = max(levels, int(np.abs(out.astype(np.int16) - want.astype(np.int16)).max()))
+            report["apply"] = True
         stems = stem_sessions(session)
         for depth, stem in stems.items():
             g = int(np.sum([m.num_features for _, m in norm_layers(net)[:depth - 1]]))
@@ -426,6 +505,14 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
         raise ParityError(f"{path}: the tiling graph does not reproduce the model: {'; '.join(problems)}. This is "
                           "a bug in the export; please report it.")
     return report
+
+
+def apply_session(session: Any) -> Any:
+    """The apply graph inside a tiling graph's metadata (``APPLY_KEY``) on ONNX Runtime's CPU, or None."""
+    import onnxruntime as ort
+
+    data = session.get_modelmeta().custom_metadata_map.get(APPLY_KEY)
+    return ort.InferenceSession(base64.b64decode(data), providers=["CPUExecutionProvider"]) if data else None
 
 
 def stem_sessions(session: Any) -> dict[int, Any]:

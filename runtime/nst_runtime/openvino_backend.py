@@ -223,21 +223,46 @@ class OpenVinoSession:
         import io
 
         self.label = label or (str(source) if not isinstance(source, bytes) else "an embedded graph")
-        config = CompiledModelFromOnnx(self.label, threads=threads).config()
+        self._config = CompiledModelFromOnnx(self.label, threads=threads).config()
+        self._requests = requests
         try:
             frontend = _ov_frontend().FrontEndManager().load_by_framework("onnx")
             model = frontend.convert(frontend.load(io.BytesIO(source) if isinstance(source, bytes) else str(source)))
             framework = model.get_rt_info()["framework"] if "framework" in model.get_rt_info() else {}
             self._meta = {str(k): v.astype(str) for k, v in dict(framework).items()}
-            self._compiled = shared_core().compile_model(model, "CPU", config)
+            self._compiled = shared_core().compile_model(model, "CPU", self._config)
         except Exception as exc:  # openvino raises RuntimeError/its own classes with the parser's message
             raise ModelFileError(
                 f"{self.label}: OpenVINO cannot load it ({type(exc).__name__}: {str(exc).strip()[:300]}). "
                 "Fix: re-export with nst-export, or use --backend onnxruntime."
             ) from None
+        self._model = model
+        self._setup()
+
+    def bake(self, values: Mapping[str, np.ndarray]) -> OpenVinoSession:
+        """A copy compiled with the inputs in ``values`` fixed to those arrays (constants: OpenVINO folds them
+        into the operations that use them, e.g. per-channel scales into the convolutions before them)."""
+        ov = _ov()
+        model = self._model.clone()
+        params = {p.get_friendly_name(): p for p in model.get_parameters()}
+        for name, value in values.items():
+            param = params[name]
+            constant = ov.opset13.constant(np.ascontiguousarray(value))
+            for target in list(param.output(0).get_target_inputs()):
+                target.replace_source_output(constant.output(0))
+            model.remove_parameter(param)
+        model.validate_nodes_and_infer_types()
+        baked = object.__new__(OpenVinoSession)
+        baked.label, baked._config, baked._requests = f"{self.label} (baked)", self._config, self._requests
+        baked._meta, baked._model = self._meta, model
+        baked._compiled = shared_core().compile_model(model, "CPU", self._config)
+        baked._setup()
+        return baked
+
+    def _setup(self) -> None:
         self._inputs = [_Port(p) for p in self._compiled.inputs]
         self._outputs = [_Port(p) for p in self._compiled.outputs]
-        self._pool: ContextPool[Any] = ContextPool(self._compiled.create_infer_request, size=requests)
+        self._pool: ContextPool[Any] = ContextPool(self._compiled.create_infer_request, size=self._requests)
         self._running = 0
         self._lock = threading.Lock()
 

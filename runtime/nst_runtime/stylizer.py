@@ -534,10 +534,15 @@ class Stylizer:
             budget = self._call_budget()
             ph, pw = padded.shape[:2]
             stats_pixels = fast_stats_pixels(ph, pw)
+            cost = self._call_cost(tiling_graph=True)
             if budget is not None:
-                stats_pixels = min(stats_pixels, self._call_cost(tiling_graph=True).pixels_within(budget))
+                stats_pixels = min(stats_pixels, cost.pixels_within(budget))
+            # what the statistics pass leaves allocated (OpenVINO) beside a tile's call: give it back between
+            # the steps only where both together could pass the budget (giving back costs the next image time)
+            held = cost.bytes_for(stats_pixels) + cost.bytes_for(min(limit_h, ph) * min(limit_w, pw))
             return stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
-                                stats_pixels=stats_pixels, on_tile=on_tile)[:h, :w]
+                                stats_pixels=stats_pixels, on_tile=on_tile,
+                                release_memory=budget is not None and held > budget)[:h, :w]
         out = stylize_tiled(padded, lambda t: self._infer_same_size([t], feeds)[0], tile_h=limit_h, tile_w=limit_w,
                             overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)), on_tile=on_tile)
         return out[:h, :w]

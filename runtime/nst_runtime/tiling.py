@@ -48,6 +48,9 @@ TILING_OUTPUTS = ("output", "tile_count", "tile_mean", "tile_m2")
 #: those layers' statistics exactly at full resolution (both passes together: about a sixth of a network call)
 STEM_KEY = "nst.tiling.stem.{depth}"
 STEM_DEPTH = 2
+#: ... and the *apply graph* (nst_export.tiling_graph.build_apply_module): the network normalizing with given
+#: statistics and computing nothing else, for fast tiling's last pass (on OpenVINO with the statistics baked in)
+APPLY_KEY = "nst.tiling.apply"
 #: TransformerNet's InstanceNorm layers in forward order (used when the graph's metadata does not say)
 NORM_CHANNELS = (32, 64, 128) + (128,) * 10 + (64, 32)
 _MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
@@ -262,7 +265,8 @@ class TilingGraph:
     """An opened tiling graph (an ONNX Runtime session, or an ``OpenVinoSession`` with the same surface), its
     stems and its layer layout. ``run`` and ``run_stem`` are thread-safe."""
 
-    def __init__(self, session: Any, path: Path, *, open_stem: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(self, session: Any, path: Path, *, open_stem: Callable[[bytes], Any] | None = None,
+                 open_apply: Callable[[bytes], Any] | None = None) -> None:
         self.path = path
         names_in = [i.name for i in session.get_inputs()]
         names_out = [o.name for o in session.get_outputs()]
@@ -299,13 +303,38 @@ class TilingGraph:
         self._open_stem = open_stem
         self._stems: dict[int, Any] = {}
         self._stem_lock = threading.Lock()
+        self._apply_data = meta.get(APPLY_KEY) if open_apply is not None else None
+        self._open_apply = open_apply
+        self._apply: Any = None
+
+    @property
+    def has_apply(self) -> bool:
+        """The graph carries an apply graph (exports since it was added)."""
+        return bool(self._apply_data)
+
+    def applier(self, mean: np.ndarray, var: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A function window (uint8 HxWx3) -> stylized window, normalizing every layer with ``mean``/``var``:
+        the apply graph (on OpenVINO compiled with the statistics as constants, which it folds into the
+        convolutions), or the tiling graph itself where there is no apply graph."""
+        if not self._apply_data:
+            return _plain_applier(self, mean, var)
+        with self._stem_lock:
+            if self._apply is None:
+                assert self._open_apply is not None
+                self._apply = self._open_apply(base64.b64decode(self._apply_data))
+            session = self._apply
+        stats = {"norm_mean": np.ascontiguousarray(mean, np.float32), "norm_var": np.ascontiguousarray(var, np.float32)}
+        if hasattr(session, "bake"):
+            baked = session.bake(stats)
+            return lambda w: baked.run(None, {"input": w[None]})[0][0]
+        return lambda w: session.run(None, {"input": w[None], **stats})[0][0]
 
     def release_memory(self) -> None:
         """Let the graph and its stems give back what they keep between calls (OpenVINO keeps every
         intermediate tensor; ONNX Runtime without its arena keeps nothing): between fast tiling's steps, whose
         graphs would otherwise hold their buffers side by side."""
         with self._stem_lock:
-            sessions = [self._session, *self._stems.values()]
+            sessions = [self._session, *self._stems.values(), *([self._apply] if self._apply is not None else [])]
         for session in sessions:
             release = getattr(session, "release_memory", None)
             if release is not None:
@@ -368,11 +397,11 @@ def open_tiling_graph(
     if backend == "openvino":
         from .openvino_backend import OpenVinoSession
 
-        def open_stem_ov(data: bytes) -> Any:  # the stems are part of the file whose hash was just checked
-            return OpenVinoSession(data, threads=intra_op_threads, label=f"{artifact.path.name}'s stem")
+        def open_stem_ov(data: bytes) -> Any:  # stems and apply graph: part of the file whose hash was checked
+            return OpenVinoSession(data, threads=intra_op_threads, label=f"a graph inside {artifact.path.name}")
 
         graph = TilingGraph(OpenVinoSession(artifact.path, threads=intra_op_threads), artifact.path,
-                            open_stem=open_stem_ov)
+                            open_stem=open_stem_ov, open_apply=open_stem_ov)
         logger.info("%s: tiling graph for whole-image statistics (OpenVINO CPU)", path.name)
         return graph
     if backend != "onnxruntime":
@@ -382,10 +411,10 @@ def open_tiling_graph(
     session = SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads)()
     logger.info("%s: tiling graph for whole-image statistics (providers %s)", path.name, session.get_providers())
 
-    def open_stem(data: bytes) -> Any:  # the stems are part of the file whose hash was just checked
+    def open_stem(data: bytes) -> Any:  # stems and apply graph: part of the file whose hash was just checked
         return SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads, data=data)()
 
-    return TilingGraph(session, artifact.path, open_stem=open_stem)
+    return TilingGraph(session, artifact.path, open_stem=open_stem, open_apply=open_stem)
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int = TILE_MULTIPLE) -> np.ndarray:
@@ -509,8 +538,24 @@ def plan_fast_tiles(height: int, width: int, *, tile_h: int, tile_w: int, halo: 
         plan = plan_core_tiles(height, width, tile_h=tile_h, tile_w=tile_w, halo=h)
         if best is None or len(plan) <= len(best[0]):
             best = (plan, h)
-    return best if best is not None else (plan_core_tiles(height, width, tile_h=tile_h, tile_w=tile_w, halo=top),
-                                          top)
+    if best is None:
+        best = (plan_core_tiles(height, width, tile_h=tile_h, tile_w=tile_w, halo=top), top)
+    return one_window_shape(best[0], height, width), best[1]
+
+
+def one_window_shape(plan: Sequence[CoreTile], height: int, width: int) -> list[CoreTile]:
+    """``plan`` with every window grown (within the image) to the largest window's size: the same cores with
+    a little more context, and one input shape for every call (OpenVINO prepares each new shape on its first
+    call, and fast tiling's apply graph is compiled anew for every image: 2x3 tiles of a 2000x3000 photo had
+    two shapes)."""
+    wh, ww = max(t.window.h for t in plan), max(t.window.w for t in plan)
+
+    def grow(lo: int, size: int, want: int, length: int) -> int:  # origins stay multiples of 4 (strided grid)
+        shift = (want - size) // 2
+        return min(max(0, lo - shift + shift % TILE_MULTIPLE), length - want)
+
+    return [CoreTile(Tile(grow(t.window.y, t.window.h, wh, height), grow(t.window.x, t.window.w, ww, width), wh, ww),
+                     t.core) for t in plan]
 
 
 def pushed_pixels(plan: Sequence[CoreTile]) -> int:
@@ -632,7 +677,7 @@ def fast_stats_pixels(height: int, width: int, *, share: float | None = None) ->
 def stylize_fast(
     rgb: np.ndarray, graph: TilingGraph, *, tile_h: int, tile_w: int, halo: int = DEFAULT_FAST_HALO,
     min_halo: int = FAST_MIN_HALO, stats_pixels: int | None = None, stats: str | None = None,
-    use_stems: bool | None = None, on_tile: Callable[[int, int], None] | None = None,
+    use_stems: bool | None = None, release_memory: bool = False, on_tile: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Stylize ``rgb`` in tiles with whole-image statistics *estimated* in one pass over at most
     ``stats_pixels`` pixels (default :func:`fast_stats_pixels`) sampled by ``stats`` (default
@@ -640,7 +685,10 @@ def stylize_fast(
     (:func:`stem_statistics`; default :data:`FAST_STEMS`; ``use_stems=False`` or a graph without stems:
     estimated too), then one pass over the tiles of :func:`plan_fast_tiles` with those statistics (halo from
     ``min_halo`` to ``halo``). About 1.3 untiled passes plus the stems' sixth of one, against 16 passes for
-    :func:`stylize_exact`; ``on_tile(done, total)`` after each network call."""
+    :func:`stylize_exact`; ``on_tile(done, total)`` after each network call. ``release_memory``: let the
+    graphs give back what they keep between calls after each step (OpenVINO keeps a call's intermediate
+    tensors: the statistics pass's would otherwise sit beside the tiles'), for when the memory budget binds;
+    it costs the next image about 2 s on a 2000x3000 photo (docs/runtime.md)."""
     h, w = rgb.shape[:2]
     padded = pad_to_multiple(rgb)
     ph, pw = padded.shape[:2]
@@ -664,19 +712,25 @@ def stylize_fast(
                 else " (a tiling graph without stems: re-export it for exact first layers)", len(plan), usable,
                 (pushed_pixels(plan) + sampled[0] * sampled[1]) / (ph * pw))
     called()
-    release = getattr(graph, "release_memory", lambda: None)
+    release = getattr(graph, "release_memory", lambda: None) if release_memory else lambda: None
     release()
     if stem:
         mean, var = stem_statistics(padded, graph, plan, mean, var, on_call=called)
         release()
     out = np.empty_like(padded)
-    masks: dict[tuple[int, int], np.ndarray] = {}
+    apply = graph.applier(mean, var) if hasattr(graph, "applier") else _plain_applier(graph, mean, var)
     for t in plan:
-        mask = masks.setdefault((t.window.h, t.window.w), np.ones((t.window.h, t.window.w), np.float32))
-        _keep_core(out, t, graph.run(_window_of(padded, t), mask, mean, var)[0])
+        _keep_core(out, t, apply(_window_of(padded, t)))
         called()
+    del apply  # a baked OpenVINO model: its buffers go with it
     release()
     return out[:h, :w]
+
+
+def _plain_applier(graph: Any, mean: np.ndarray, var: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The tiling graph itself as the last pass (graph objects without :meth:`TilingGraph.applier`)."""
+    ones: dict[tuple[int, int], np.ndarray] = {}
+    return lambda w: graph.run(w, ones.setdefault(w.shape[:2], np.ones(w.shape[:2], np.float32)), mean, var)[0]
 
 
 def find_tiling_graph(model: str | os.PathLike[str]) -> Path | None:

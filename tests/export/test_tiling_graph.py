@@ -91,6 +91,8 @@ def test_moments_are_masked_at_every_layer_resolution(graph, vivid):
 
 
 def test_file_sidecar_and_metadata(tiling_onnx):
+    import base64
+
     import onnx
     from nst_export.tiling_graph import INPUT_NAMES, OUTPUT_NAMES
     from nst_runtime.sidecar import read_sidecar
@@ -106,10 +108,14 @@ def test_file_sidecar_and_metadata(tiling_onnx):
     props = {p.key: p.value for p in model.metadata_props}
     channels = [int(c) for c in props["nst.tiling.channels"].split(",")]
     assert len(channels) == 15 and sum(channels) == 1600
-    # the stems ride in the metadata, were checked against PyTorch with the rest, and have the documented I/O
+    # the stems and the apply graph ride in the metadata, were checked against PyTorch with the rest, and have
+    # the documented I/O
     assert meta.parity["stem_depths"] == [1, 2] and meta.parity["max_moment_rel_err"] <= 1e-3
-    import base64
-
+    assert meta.parity["apply"] is True
+    apply = onnx.load_from_string(base64.b64decode(props["nst.tiling.apply"]))
+    assert [i.name for i in apply.graph.input] == ["input", "norm_mean", "norm_var"]
+    assert [o.name for o in apply.graph.output] == ["output"]
+    assert not any(n.op_type in ("ReduceSum", "ReduceMean", "InstanceNormalization") for n in apply.graph.node)
     for depth, inputs in ((1, ["input", "mask"]), (2, ["input", "mask", "norm_mean", "norm_var"])):
         stem = onnx.load_from_string(base64.b64decode(props[f"nst.tiling.stem.{depth}"]))
         assert [i.name for i in stem.graph.input] == inputs
