@@ -112,10 +112,28 @@ def layer_strides(net: Any) -> tuple[int, ...]:
     return (1, 2, 4) + (4,) * (2 * _res_blocks(net)) + (2, 1)
 
 
+def _forward_with_norm(net: Any, image: Any, norm: Any) -> Any:
+    """TransformerNet's forward pass on a uint8 NHWC ``image`` with ``norm(x)`` in place of each InstanceNorm
+    layer, called in forward order; uint8 NHWC out, as the deploy graph (cast first and the uint8 cast last:
+    TensorRT lets only a Cast touch a uint8 graph input/output)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = image.to(torch.float32).permute(0, 3, 1, 2)
+    y = F.relu(norm(net.conv1(x)))
+    y = F.relu(norm(net.conv2(y)))
+    y = F.relu(norm(net.conv3(y)))
+    for block in (getattr(net, f"res{i}") for i in range(1, _res_blocks(net) + 1)):
+        y = norm(block.conv2(block.relu(norm(block.conv1(y))))) + y
+    y = F.relu(norm(net.deconv1(y)))
+    y = F.relu(norm(net.deconv2(y)))
+    y = net.deconv3(y)
+    return torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1).to(torch.uint8)
+
+
 def build_tiling_module(net: Any) -> Any:
     """A ``torch.nn.Module`` with the tiling graph's I/O (see the module docstring) around ``net``."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
     layers = norm_layers(net)
@@ -158,21 +176,7 @@ def build_tiling_module(net: Any) -> Any:
                 index += 1
                 return (x - mu[:, :, None, None]) * scale[:, :, None, None] + module.bias.view(1, -1, 1, 1)
 
-            def res(block: Any, x: torch.Tensor) -> torch.Tensor:
-                out = block.relu(norm(block.conv1(x)))
-                return norm(block.conv2(out)) + x
-
-            # cast first and the uint8 cast last (TensorRT: only a Cast may touch a uint8 graph input/output)
-            x = image.to(torch.float32).permute(0, 3, 1, 2)
-            y = F.relu(norm(net.conv1(x)))
-            y = F.relu(norm(net.conv2(y)))
-            y = F.relu(norm(net.conv3(y)))
-            for block in (getattr(net, f"res{i}") for i in range(1, _res_blocks(net) + 1)):
-                y = res(block, y)
-            y = F.relu(norm(net.deconv1(y)))
-            y = F.relu(norm(net.deconv2(y)))
-            y = net.deconv3(y)
-            out = torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1).to(torch.uint8)
+            out = _forward_with_norm(net, image, norm)
             return out, torch.cat(counts, dim=1), torch.cat(means, dim=1), torch.cat(m2s, dim=1)
 
     return TilingGraph().eval()
@@ -242,34 +246,46 @@ def build_stem_module(net: Any, depth: int) -> Any:
     return (Stem1 if depth == 1 else StemN)().eval()
 
 
-def export_stem_model(net: Any, depth: int, *, opset: int = DEFAULT_OPSET) -> Any:
-    """Export :func:`build_stem_module` to an in-memory, checked ``onnx.ModelProto``."""
-    import onnx
-    import torch
+def _spatial_dims() -> dict[int, Any]:
+    """Dynamic N and H, W as 4 * k for an NHWC tile (the exporter can then prove that outputs and a
+    full-resolution mask keep the input's size: no padding or cropping in these graphs)."""
     from torch.export import Dim
 
-    module = build_stem_module(net, depth)
+    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
+    return {0: Dim("batch", min=1, max=_MAX_DIM), 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}
+
+
+def _export_small(module: Any, example: tuple[Any, ...], inputs: list[str], outputs: list[str],
+                  dynamic: tuple[Any, ...], opset: int) -> Any:
+    """A graph carried in the tiling graph's metadata, exported like it: in memory, dims named, checked."""
+    import onnx
+    import torch
+
+    with quiet_torch_exporter():
+        program = torch.onnx.export(module, example, None, input_names=inputs, output_names=outputs,
+                                    opset_version=opset, dynamo=True, dynamic_shapes=dynamic, optimize=True,
+                                    verbose=False)
+    model = program.model_proto
+    _name_dims(model)
+    model.producer_name = "nst-export"
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_stem_model(net: Any, depth: int, *, opset: int = DEFAULT_OPSET) -> Any:
+    """Export :func:`build_stem_module` to an in-memory, checked ``onnx.ModelProto``."""
+    import torch
+
     given = sum(m.num_features for _, m in norm_layers(net)[:depth - 1])
     example: tuple[torch.Tensor, ...] = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.ones((2, 64, 64)))
     names = [INPUT_NAME, MASK_NAME]
     if depth > 1:
         example += (torch.zeros(given), torch.ones(given))
         names += [MEAN_NAME, VAR_NAME]
-    batch = Dim("batch", min=1, max=_MAX_DIM)
-    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
-    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
-    spatial = {0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}
-    with quiet_torch_exporter():
-        program = torch.onnx.export(
-            module, example, None, input_names=names, output_names=[COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME],
-            opset_version=opset, dynamo=True, dynamic_shapes=(spatial, spatial) + (None,) * (len(names) - 2),
-            optimize=True, verbose=False,
-        )
-    model = program.model_proto
-    _name_dims(model)
-    model.producer_name = "nst-export"
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    spatial = _spatial_dims()
+    return _export_small(build_stem_module(net, depth), example, names, [COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME],
+                         (spatial, spatial) + (None,) * (len(names) - 2), opset)
 
 
 def build_apply_module(net: Any) -> Any:
@@ -279,7 +295,6 @@ def build_apply_module(net: Any) -> Any:
     (on OpenVINO the tiling graph takes 2.2 s per megapixel, this one with the statistics baked in as
     constants 1.8, the deploy graph 1.9; docs/runtime.md)."""
     import torch
-    import torch.nn.functional as F
     from torch import nn
 
     norms = [m for _, m in norm_layers(net)]
@@ -301,44 +316,19 @@ def build_apply_module(net: Any) -> Any:
                 shift = module.bias - norm_mean[lo:hi] * scale
                 return x * scale[None, :, None, None] + shift[None, :, None, None]
 
-            n = self.net
-            x = image.to(torch.float32).permute(0, 3, 1, 2)
-            y = F.relu(norm(n.conv1(x)))
-            y = F.relu(norm(n.conv2(y)))
-            y = F.relu(norm(n.conv3(y)))
-            for block in (getattr(n, f"res{i}") for i in range(1, _res_blocks(n) + 1)):
-                y = norm(block.conv2(block.relu(norm(block.conv1(y))))) + y
-            y = F.relu(norm(n.deconv1(y)))
-            y = F.relu(norm(n.deconv2(y)))
-            y = n.deconv3(y)
-            return torch.round(torch.clamp(y, 0.0, 255.0)).permute(0, 2, 3, 1).to(torch.uint8)
+            return _forward_with_norm(self.net, image, norm)
 
     return Apply().eval()
 
 
 def export_apply_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     """Export :func:`build_apply_module` to an in-memory, checked ``onnx.ModelProto``."""
-    import onnx
     import torch
-    from torch.export import Dim
 
     c_total = sum(m.num_features for _, m in norm_layers(net))
     example = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.zeros(c_total), torch.ones(c_total))
-    batch = Dim("batch", min=1, max=_MAX_DIM)
-    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
-    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
-    with quiet_torch_exporter():
-        program = torch.onnx.export(
-            build_apply_module(net), example, None, input_names=[INPUT_NAME, MEAN_NAME, VAR_NAME],
-            output_names=[OUTPUT_NAME], opset_version=opset, dynamo=True,
-            dynamic_shapes=({0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}, None, None), optimize=True,
-            verbose=False,
-        )
-    model = program.model_proto
-    _name_dims(model)
-    model.producer_name = "nst-export"
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _export_small(build_apply_module(net), example, [INPUT_NAME, MEAN_NAME, VAR_NAME], [OUTPUT_NAME],
+                         (_spatial_dims(), None, None), opset)
 
 
 def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
@@ -346,7 +336,6 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     import onnx
     import torch
     from nst_runtime.errors import UsageError
-    from torch.export import Dim
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"opset {opset}: expected {MIN_OPSET}..{MAX_OPSET} (as the deploy graph). "
@@ -357,12 +346,8 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     # batch 2 in the example: torch.export specializes a dimension whose example size is 1
     example = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.ones((2, 64, 64)),
                torch.zeros(c_total), torch.ones(c_total), torch.zeros(1))
-    # H and W as 4 * k: the exporter can then prove that the output and the full-resolution mask have the
-    # input's size (no padding or cropping in this graph; the runtime pads the whole image once)
-    batch = Dim("batch", min=1, max=_MAX_DIM)
-    h4 = Dim("h4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
-    w4 = Dim("w4", min=MIN_SIZE // TILE_MULTIPLE, max=_MAX_DIM)
-    spatial = {0: batch, 1: TILE_MULTIPLE * h4, 2: TILE_MULTIPLE * w4}
+    # H and W as 4 * k (the runtime pads the whole image once)
+    spatial = _spatial_dims()
     with quiet_torch_exporter():
         program = torch.onnx.export(
             module, example, None, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),

@@ -216,20 +216,26 @@ class OpenVinoSession:
     ``InferenceSession`` that ``nst_runtime.tiling`` uses: ``get_inputs``, ``get_outputs``, ``get_modelmeta``
     (the ONNX file's metadata), ``get_providers`` and a thread-safe ``run(names, feed)``.
 
-    ``source``: the ONNX file, or its bytes (a stem carried in the tiling graph's metadata)."""
+    ``source``: the ONNX file, or its bytes (a graph carried in the tiling graph's metadata), or an
+    ``openvino.Model`` (:meth:`bake`'s copies, with ``config`` and ``meta`` of the session they came from)."""
 
-    def __init__(self, source: str | os.PathLike[str] | bytes, *, threads: int | None = None,
-                 requests: int = DEFAULT_REQUESTS, label: str | None = None) -> None:
+    def __init__(self, source: str | os.PathLike[str] | bytes | Any, *, threads: int | None = None,
+                 requests: int = DEFAULT_REQUESTS, label: str | None = None, config: dict[str, str] | None = None,
+                 meta: dict[str, str] | None = None) -> None:
         import io
 
         self.label = label or (str(source) if not isinstance(source, bytes) else "an embedded graph")
-        self._config = CompiledModelFromOnnx(self.label, threads=threads).config()
+        self._config = config or CompiledModelFromOnnx(self.label, threads=threads).config()
         self._requests = requests
         try:
-            frontend = _ov_frontend().FrontEndManager().load_by_framework("onnx")
-            model = frontend.convert(frontend.load(io.BytesIO(source) if isinstance(source, bytes) else str(source)))
+            if isinstance(source, (str, os.PathLike, bytes)):
+                frontend = _ov_frontend().FrontEndManager().load_by_framework("onnx")
+                model = frontend.convert(frontend.load(io.BytesIO(source) if isinstance(source, bytes)
+                                                       else str(source)))
+            else:  # an openvino.Model already made (bake)
+                model = source
             framework = model.get_rt_info()["framework"] if "framework" in model.get_rt_info() else {}
-            self._meta = {str(k): v.astype(str) for k, v in dict(framework).items()}
+            self._meta = meta if meta is not None else {str(k): v.astype(str) for k, v in dict(framework).items()}
             self._compiled = shared_core().compile_model(model, "CPU", self._config)
         except Exception as exc:  # openvino raises RuntimeError/its own classes with the parser's message
             raise ModelFileError(
@@ -252,12 +258,8 @@ class OpenVinoSession:
                 target.replace_source_output(constant.output(0))
             model.remove_parameter(param)
         model.validate_nodes_and_infer_types()
-        baked = object.__new__(OpenVinoSession)
-        baked.label, baked._config, baked._requests = f"{self.label} (baked)", self._config, self._requests
-        baked._meta, baked._model = self._meta, model
-        baked._compiled = shared_core().compile_model(model, "CPU", self._config)
-        baked._setup()
-        return baked
+        return OpenVinoSession(model, threads=None, requests=self._requests, label=f"{self.label} (baked)",
+                               config=self._config, meta=self._meta)
 
     def _setup(self) -> None:
         self._inputs = [_Port(p) for p in self._compiled.inputs]
