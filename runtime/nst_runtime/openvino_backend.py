@@ -251,13 +251,22 @@ class OpenVinoSession:
         ov = _ov()
         model = self._model.clone()
         params = {p.get_friendly_name(): p for p in model.get_parameters()}
-        for name, value in values.items():
-            param = params[name]
-            constant = ov.opset13.constant(np.ascontiguousarray(value))
-            for target in list(param.output(0).get_target_inputs()):
-                target.replace_source_output(constant.output(0))
-            model.remove_parameter(param)
-        model.validate_nodes_and_infer_types()
+        missing = sorted(set(values) - set(params))
+        if missing:
+            raise ModelFileError(f"{self.label}: no inputs {missing} to fix (it has {sorted(params)}). "
+                                 "Fix: re-export it with nst-export.")
+        try:
+            for name, value in values.items():
+                param = params[name]
+                constant = ov.opset13.constant(np.ascontiguousarray(value))
+                for target in list(param.output(0).get_target_inputs()):
+                    target.replace_source_output(constant.output(0))
+                model.remove_parameter(param)
+            model.validate_nodes_and_infer_types()
+        except Exception as exc:  # openvino's own classes, with the shape or type it objects to
+            raise ModelFileError(f"{self.label}: OpenVINO cannot fix its inputs {sorted(values)} "
+                                 f"({type(exc).__name__}: {str(exc).strip()[:300]}). Fix: re-export it with "
+                                 "nst-export, or use --backend onnxruntime.") from None
         return OpenVinoSession(model, threads=None, requests=self._requests, label=f"{self.label} (baked)",
                                config=self._config, meta=self._meta)
 

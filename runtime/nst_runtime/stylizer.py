@@ -540,9 +540,12 @@ class Stylizer:
             # what the statistics pass leaves allocated (OpenVINO) beside a tile's call: give it back between
             # the steps only where both together could pass the budget (giving back costs the next image time)
             held = cost.bytes_for(stats_pixels) + cost.bytes_for(min(limit_h, ph) * min(limit_w, pw))
-            return stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
-                                stats_pixels=stats_pixels, on_tile=on_tile,
-                                release_memory=budget is not None and held > budget)[:h, :w]
+            out = stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
+                               stats_pixels=stats_pixels, on_tile=on_tile,
+                               release_memory=budget is not None and held > budget)
+            if budget is not None:  # what the graphs keep would otherwise sit beside the next call's budget
+                graph.release_memory()
+            return out[:h, :w]
         out = stylize_tiled(padded, lambda t: self._infer_same_size([t], feeds)[0], tile_h=limit_h, tile_w=limit_w,
                             overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)), on_tile=on_tile)
         return out[:h, :w]
@@ -738,11 +741,17 @@ def _tiling_loader(
         path = find_tiling_graph(model)
         if path is None:
             raise FileNotFoundError(tiling_graph_path(model))
+        if backend == "openvino":
+            try:  # its stems and apply graph too: a failure shows here, not in the middle of an image
+                return open_tiling_graph(path, providers=[], intra_op_threads=intra_op_threads,
+                                         verify_hash=verify_hash, backend=backend).prepare()
+            except ModelFileError as exc:
+                logger.warning("%s; its tiling graph runs on ONNX Runtime instead.", exc)
         # the GPU when ONNX Runtime has one here, else the CPU (an engine's tiling graph still runs exactly)
         chosen = select_providers(_ort().get_available_providers(), device=device, requested=providers,
                                   gpu_required=False)
         return open_tiling_graph(path, providers=chosen, intra_op_threads=intra_op_threads,
-                                 verify_hash=verify_hash, backend=backend)
+                                 verify_hash=verify_hash)
 
     return load
 

@@ -48,6 +48,8 @@ TILING_OUTPUTS = ("output", "tile_count", "tile_mean", "tile_m2")
 #: those layers' statistics exactly at full resolution (both passes together: about a sixth of a network call)
 STEM_KEY = "nst.tiling.stem.{depth}"
 STEM_DEPTH = 2
+#: the context the stems need to be exact (conv1's 9x9 reaches 4 px, conv2's 3x3 one more; a multiple of 4)
+STEM_MIN_HALO = 8
 #: ... and the *apply graph* (nst_export.tiling_graph.build_apply_module): the network normalizing with given
 #: statistics and computing nothing else, for fast tiling's last pass (on OpenVINO with the statistics baked in)
 APPLY_KEY = "nst.tiling.apply"
@@ -328,6 +330,20 @@ class TilingGraph:
             baked = session.bake(stats)
             return lambda w: baked.run(None, {"input": w[None]})[0][0]
         return lambda w: session.run(None, {"input": w[None], **stats})[0][0]
+
+    def prepare(self) -> TilingGraph:
+        """Open the stems and the apply graph now (they are otherwise opened on first use): a graph that
+        cannot load fails here, where the caller can fall back, not in the middle of an image."""
+        for depth in self._stem_data:
+            with self._stem_lock:
+                if depth not in self._stems:
+                    assert self._open_stem is not None
+                    self._stems[depth] = self._open_stem(base64.b64decode(self._stem_data[depth]))
+        with self._stem_lock:
+            if self._apply_data and self._apply is None:
+                assert self._open_apply is not None
+                self._apply = self._open_apply(base64.b64decode(self._apply_data))
+        return self
 
     def release_memory(self) -> None:
         """Let the graph and its stems give back what they keep between calls (OpenVINO keeps every
@@ -696,6 +712,10 @@ def stylize_fast(
     if stats_pixels is None:
         stats_pixels = fast_stats_pixels(ph, pw)
     stem = graph.stem_depth if (FAST_STEMS if use_stems is None else use_stems) else 0
+    if stem and usable < STEM_MIN_HALO:
+        logger.warning("fast tiling: a halo of %d px (tiles of at most %dx%d) leaves the stems' first-layer "
+                       "statistics slightly inexact near tile edges (they need %d px). Fix: a larger --tile or "
+                       "--tile-halo.", usable, tile_w, tile_h, STEM_MIN_HALO)
     calls, done = 1 + (stem + 1) * len(plan), 0
 
     def called() -> None:

@@ -382,12 +382,19 @@ def test_the_stylizer_gives_memory_back_between_steps_only_where_the_budget_need
         return real(*args, **kwargs)
 
     monkeypatch.setattr(stylizer_module, "stylize_fast", spy)
+    released: list[int] = []
+    real_release = TilingGraph.release_memory
+    monkeypatch.setattr(TilingGraph, "release_memory", lambda self: (released.append(1), real_release(self)))
     x = make_image(512, 512, seed=15)
     with Stylizer.open(vivid_exact_onnx, device="cpu", tile=256, memory_limit="none") as s:
         s.stylize(x)  # tiled by --tile, no budget: nothing to give back
+    assert released == []
+    with Stylizer.open(vivid_exact_onnx, device="cpu", tile=256, memory_limit="8G") as s:
+        s.stylize(x)  # a budget both steps fit: given back once, at the end, for the calls that come next
+    assert len(released) == 1
     with Stylizer.open(vivid_exact_onnx, device="cpu", memory_limit="100M") as s:
         s.stylize(x)  # tiled by the budget: the statistics pass and a tile would not fit it together
-    assert seen == [False, True]
+    assert seen == [False, False, True] and len(released) == 1 + 3 + 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -405,3 +412,43 @@ def test_fast_plan_windows_all_have_one_shape_and_hold_their_cores(h4, w4, tile,
         assert core.y + core.h <= win.y + win.h and core.x + core.w <= win.x + win.w
         covered[core.y:core.y + core.h, core.x:core.x + core.w] += 1
     assert (covered == 1).all()
+
+
+def test_an_openvino_tiling_graph_that_cannot_load_falls_back_to_onnx_runtime(vivid_exact_onnx, make_image,
+                                                                               monkeypatch, caplog):
+    pytest.importorskip("openvino")
+    import logging
+
+    import nst_runtime.openvino_backend as ovb
+    from nst_runtime.errors import ModelFileError
+
+    def refuse(self, source, **kwargs):
+        raise ModelFileError(f"{source}: OpenVINO cannot load it (test)")
+
+    x = make_image(128, 160, seed=16)
+    with Stylizer.open(vivid_exact_onnx, device="cpu", backend="openvino", tile=96) as s:
+        monkeypatch.setattr(ovb.OpenVinoSession, "__init__", refuse)
+        with caplog.at_level(logging.WARNING, logger="nst_runtime.stylizer"):
+            out = s.stylize(x)
+        assert s._tiling_graph().backend == "onnxruntime" and s.tiling_mode == "fast"
+    assert out.shape == x.shape and "runs on ONNX Runtime instead" in caplog.text
+
+
+def test_a_baked_copy_refuses_inputs_the_graph_does_not_have(vivid_exact_onnx):
+    pytest.importorskip("openvino")
+    from nst_runtime.errors import ModelFileError
+    from nst_runtime.openvino_backend import OpenVinoSession
+    from nst_runtime.tiling import tiling_graph_path
+
+    session = OpenVinoSession(tiling_graph_path(vivid_exact_onnx))
+    with pytest.raises(ModelFileError, match="no inputs"):
+        session.bake({"nope": np.zeros(3, np.float32)})
+
+
+def test_a_halo_too_small_for_the_stems_is_said(graph, make_image, caplog):
+    import logging
+
+    x = make_image(64, 64, seed=17)
+    with caplog.at_level(logging.WARNING, logger="nst_runtime.tiling"):
+        stylize_fast(x, graph, tile_h=24, tile_w=24, halo=4, min_halo=4)
+    assert "stems' first-layer statistics slightly inexact" in caplog.text
