@@ -136,6 +136,8 @@ class Stylizer:
         self._tiling: TilingGraph | None = None
         self._tiling_checked = False
         self._tiling_lock = threading.Lock()
+        #: the tiling graphs hold buffers (OpenVINO) from the last tiled image, outside the memory budget
+        self._tiling_holds = False
         #: how many calls may usefully run at once (overlapping upload, compute, download)
         self.parallel_calls = max(1, parallel_calls)
         # engines also have a profile minimum; images smaller than it are padded on the host like tiny ones
@@ -470,6 +472,11 @@ class Stylizer:
     def _infer_same_size(self, rgbs: Sequence[np.ndarray],
                          feeds: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         h, w = rgbs[0].shape[:2]
+        if self._tiling_holds and self._tiling is not None:
+            # an untiled call after a tiled image: the tiling graphs give back what they hold, so this call has
+            # its whole budget (the next tiled image would reuse it: giving it back there cost 2.5 s per image)
+            self._tiling_holds = False
+            self._tiling.release_memory()
         batch = np.stack([pad_to_min_size(x, self.min_size) for x in rgbs])
         out = self._active().infer(batch) if feeds is None else self._active().infer(batch, extra=feeds)
         if out.shape != batch.shape or out.dtype != np.uint8:
@@ -543,8 +550,8 @@ class Stylizer:
             out = stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
                                stats_pixels=stats_pixels, on_tile=on_tile,
                                release_memory=budget is not None and held > budget)
-            if budget is not None:  # what the graphs keep would otherwise sit beside the next call's budget
-                graph.release_memory()
+            # what the graphs keep would sit beside the next untiled call's budget: given back before that call
+            self._tiling_holds = budget is not None
             return out[:h, :w]
         out = stylize_tiled(padded, lambda t: self._infer_same_size([t], feeds)[0], tile_h=limit_h, tile_w=limit_w,
                             overlap=min(self.tile_overlap, max(0, min(limit_h, limit_w) // 2 - 1)), on_tile=on_tile)

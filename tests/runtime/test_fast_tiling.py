@@ -390,11 +390,16 @@ def test_the_stylizer_gives_memory_back_between_steps_only_where_the_budget_need
         s.stylize(x)  # tiled by --tile, no budget: nothing to give back
     assert released == []
     with Stylizer.open(vivid_exact_onnx, device="cpu", tile=256, memory_limit="8G") as s:
-        s.stylize(x)  # a budget both steps fit: given back once, at the end, for the calls that come next
+        s.stylize(x)  # a budget both steps fit: nothing given back while tiled images follow one another
+        s.stylize(x)
+        assert released == []
+        s.stylize(x[:64, :64])  # an untiled call after them: given back first, so it has its whole budget
+        assert len(released) == 1
+        s.stylize(x[:64, :64])
     assert len(released) == 1
     with Stylizer.open(vivid_exact_onnx, device="cpu", memory_limit="100M") as s:
         s.stylize(x)  # tiled by the budget: the statistics pass and a tile would not fit it together
-    assert seen == [False, False, True] and len(released) == 1 + 3 + 1
+    assert seen == [False, False, False, True] and len(released) == 1 + 3
 
 
 @settings(max_examples=60, deadline=None)
