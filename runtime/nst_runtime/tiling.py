@@ -267,8 +267,7 @@ class TilingGraph:
     """An opened tiling graph (an ONNX Runtime session, or an ``OpenVinoSession`` with the same surface), its
     stems and its layer layout. ``run`` and ``run_stem`` are thread-safe."""
 
-    def __init__(self, session: Any, path: Path, *, open_stem: Callable[[bytes], Any] | None = None,
-                 open_apply: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(self, session: Any, path: Path, *, open_embedded: Callable[[bytes], Any] | None = None) -> None:
         self.path = path
         names_in = [i.name for i in session.get_inputs()]
         names_out = [o.name for o in session.get_outputs()]
@@ -296,35 +295,39 @@ class TilingGraph:
         self.on_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in providers)
         self.channels = channels
         self.offsets = tuple(np.concatenate([[0], np.cumsum(channels)]).astype(int).tolist())
-        self._stem_data: dict[int, str] = {}
-        for depth in range(1, STEM_DEPTH + 1):  # only consecutive depths from 1 are of use
-            data = meta.get(STEM_KEY.format(depth=depth)) if open_stem is not None else None
-            if not data:
-                break
-            self._stem_data[depth] = data
-        self._open_stem = open_stem
-        self._stems: dict[int, Any] = {}
-        self._stem_lock = threading.Lock()
-        self._apply_data = meta.get(APPLY_KEY) if open_apply is not None else None
-        self._open_apply = open_apply
-        self._apply: Any = None
+        # the graphs carried in the metadata (stems, apply graph), by key; opened on first use
+        self._embedded_data: dict[str, str] = {}
+        if open_embedded is not None:
+            for depth in range(1, STEM_DEPTH + 1):  # only consecutive depths from 1 are of use
+                if not meta.get(STEM_KEY.format(depth=depth)):
+                    break
+                self._embedded_data[STEM_KEY.format(depth=depth)] = meta[STEM_KEY.format(depth=depth)]
+            if meta.get(APPLY_KEY):
+                self._embedded_data[APPLY_KEY] = meta[APPLY_KEY]
+        self._open_embedded = open_embedded
+        self._embedded: dict[str, Any] = {}
+        self._embedded_lock = threading.Lock()
+
+    def _opened(self, key: str) -> Any:
+        """The session of the graph carried under ``key``, opened once (thread-safe)."""
+        with self._embedded_lock:
+            if key not in self._embedded:
+                assert self._open_embedded is not None
+                self._embedded[key] = self._open_embedded(base64.b64decode(self._embedded_data[key]))
+            return self._embedded[key]
 
     @property
     def has_apply(self) -> bool:
         """The graph carries an apply graph (exports since it was added)."""
-        return bool(self._apply_data)
+        return APPLY_KEY in self._embedded_data
 
     def applier(self, mean: np.ndarray, var: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """A function window (uint8 HxWx3) -> stylized window, normalizing every layer with ``mean``/``var``:
         the apply graph (on OpenVINO compiled with the statistics as constants, which it folds into the
         convolutions), or the tiling graph itself where there is no apply graph."""
-        if not self._apply_data:
+        if not self.has_apply:
             return _plain_applier(self, mean, var)
-        with self._stem_lock:
-            if self._apply is None:
-                assert self._open_apply is not None
-                self._apply = self._open_apply(base64.b64decode(self._apply_data))
-            session = self._apply
+        session = self._opened(APPLY_KEY)
         stats = {"norm_mean": np.ascontiguousarray(mean, np.float32), "norm_var": np.ascontiguousarray(var, np.float32)}
         if hasattr(session, "bake"):
             baked = session.bake(stats)
@@ -334,23 +337,16 @@ class TilingGraph:
     def prepare(self) -> TilingGraph:
         """Open the stems and the apply graph now (they are otherwise opened on first use): a graph that
         cannot load fails here, where the caller can fall back, not in the middle of an image."""
-        for depth in self._stem_data:
-            with self._stem_lock:
-                if depth not in self._stems:
-                    assert self._open_stem is not None
-                    self._stems[depth] = self._open_stem(base64.b64decode(self._stem_data[depth]))
-        with self._stem_lock:
-            if self._apply_data and self._apply is None:
-                assert self._open_apply is not None
-                self._apply = self._open_apply(base64.b64decode(self._apply_data))
+        for key in self._embedded_data:
+            self._opened(key)
         return self
 
     def release_memory(self) -> None:
         """Let the graph and its stems give back what they keep between calls (OpenVINO keeps every
         intermediate tensor; ONNX Runtime without its arena keeps nothing): between fast tiling's steps, whose
         graphs would otherwise hold their buffers side by side."""
-        with self._stem_lock:
-            sessions = [self._session, *self._stems.values(), *([self._apply] if self._apply is not None else [])]
+        with self._embedded_lock:
+            sessions = [self._session, *self._embedded.values()]
         for session in sessions:
             release = getattr(session, "release_memory", None)
             if release is not None:
@@ -359,20 +355,16 @@ class TilingGraph:
     @property
     def stem_depth(self) -> int:
         """How many leading layers the graph's stems find exactly (0: a graph exported without stems)."""
-        return len(self._stem_data)
+        return sum(key.startswith(STEM_KEY.format(depth="")) for key in self._embedded_data)
 
     def run_stem(self, depth: int, window: np.ndarray, mask: np.ndarray, mean: np.ndarray, var: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Moments ``(count [1], mean, m2)`` of layer depth-1's input over ``mask`` in ``window``, normalizing
         layers 0..depth-2 with ``mean``/``var`` (whole-image statistics; the first entries of the concatenation)."""
-        if depth not in self._stem_data:
+        if STEM_KEY.format(depth=depth) not in self._embedded_data:
             raise ModelFileError(f"{self.path}: this tiling graph carries no stem of depth {depth}. "
                                  "Fix: re-export it with nst-export.")
-        with self._stem_lock:
-            session = self._stems.get(depth)
-            if session is None:
-                assert self._open_stem is not None
-                session = self._stems[depth] = self._open_stem(base64.b64decode(self._stem_data[depth]))
+        session = self._opened(STEM_KEY.format(depth=depth))
         feed = {"input": window[None], "mask": mask[None]}
         if depth > 1:
             given = self.offsets[depth - 1]
@@ -413,11 +405,11 @@ def open_tiling_graph(
     if backend == "openvino":
         from .openvino_backend import OpenVinoSession
 
-        def open_stem_ov(data: bytes) -> Any:  # stems and apply graph: part of the file whose hash was checked
+        def open_embedded_ov(data: bytes) -> Any:  # stems, apply graph: part of the file whose hash was checked
             return OpenVinoSession(data, threads=intra_op_threads, label=f"a graph inside {artifact.path.name}")
 
         graph = TilingGraph(OpenVinoSession(artifact.path, threads=intra_op_threads), artifact.path,
-                            open_stem=open_stem_ov, open_apply=open_stem_ov)
+                            open_embedded=open_embedded_ov)
         logger.info("%s: tiling graph for whole-image statistics (OpenVINO CPU)", path.name)
         return graph
     if backend != "onnxruntime":
@@ -427,10 +419,10 @@ def open_tiling_graph(
     session = SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads)()
     logger.info("%s: tiling graph for whole-image statistics (providers %s)", path.name, session.get_providers())
 
-    def open_stem(data: bytes) -> Any:  # stems and apply graph: part of the file whose hash was just checked
+    def open_embedded(data: bytes) -> Any:  # stems, apply graph: part of the file whose hash was just checked
         return SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads, data=data)()
 
-    return TilingGraph(session, artifact.path, open_stem=open_stem, open_apply=open_stem)
+    return TilingGraph(session, artifact.path, open_embedded=open_embedded)
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int = TILE_MULTIPLE) -> np.ndarray:
