@@ -317,7 +317,7 @@ def test_an_any_style_replica_answers_400_to_a_text_style_before_decoding(tmp_pa
     replica.name = "adain"
     replica.settings = ReplicaSettings(paths=(), device="cpu", threads=1, max_batch=1, batch_wait_s=0.01,
                                        max_pixels=1000)
-    replica.stylizer = types.SimpleNamespace(sidecar=types.SimpleNamespace(adain=object()))
+    replica.stylizer = types.SimpleNamespace(sidecar=types.SimpleNamespace(adain=object()), close=lambda: None)
     params = StylizeParams(options=(("style", str(secret)),))
     outcome = asyncio.run(replica._stylize(b"\x89PNG whatever", params))
     assert outcome.status == 400 and "multipart/form-data" in outcome.error["error"]
