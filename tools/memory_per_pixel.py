@@ -6,7 +6,8 @@ resident memory of whole stylizations under the default budget. Every measuremen
     python tools/memory_per_pixel.py budget --model out/m.onnx --sizes 1080x1920,2160x3840,9000x9000
 
 ``per-pixel``: for each backend (``onnxruntime``, ``openvino``, and ``tiling`` / ``tiling-openvino``: the tiling
-graph beside the model on ONNX Runtime / OpenVINO) and size, a process opens the model with no budget, runs one warm-up call on a small image, then one
+graph beside the model on ONNX Runtime / OpenVINO, its statistics pass; ``tiling-apply`` / ``tiling-openvino-apply``:
+two tiles of fast tiling's last pass) and size, a process opens the model with no budget, runs one warm-up call on a small image, then one
 call of that size; bytes/pixel = (peak during the call - resident before it) / pixels, the peak being Linux's
 ``VmHWM`` reset just before the call (``/proc/self/clear_refs``), so a higher peak while loading the model does
 not hide the call's. ``budget``: a process opens the model
@@ -44,16 +45,25 @@ model, backend, h, w = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[
 from nst_runtime import Stylizer
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-if backend in ("tiling", "tiling-openvino"):
+if backend.startswith("tiling"):
+    # the statistics pass (whole_image_statistics: the statistics graph where the file carries one), or with
+    # "-apply" two tiles of fast tiling's last pass (the apply graph)
     from pathlib import Path
     from nst_runtime.tiling import open_tiling_graph, tiling_graph_path, whole_image_statistics
     g = open_tiling_graph(tiling_graph_path(Path(model)), providers=["CPUExecutionProvider"],
-                          backend="openvino" if backend == "tiling-openvino" else "onnxruntime")
-    whole_image_statistics(np.zeros((32, 32, 3), np.uint8), g)
+                          backend="openvino" if "openvino" in backend else "onnxruntime")
+    stats = whole_image_statistics(np.zeros((32, 32, 3), np.uint8), g)
     x = np.ascontiguousarray(x[: h - h % 4, : w - w % 4])
+    if backend.endswith("-apply"):
+        g.applier(*stats)(np.zeros((32, 32, 3), np.uint8))
     before = reset_peak()
     t = time.perf_counter()
-    whole_image_statistics(x, g)
+    if backend.endswith("-apply"):
+        apply = g.applier(*stats)
+        apply(x)
+        apply(x)
+    else:
+        whole_image_statistics(x, g)
 elif backend == "adain-style":
     # an AdaIN model's style graph (NAME.style.onnx): one style image of this size -> its statistics
     s = Stylizer.open(model, device="cpu", backend="onnxruntime", memory_limit="none", max_pixels=None)

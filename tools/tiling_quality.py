@@ -89,6 +89,15 @@ def random_checkpoint(work: Path) -> Path:
     return save_checkpoint(ckpt, _seeded_net(), CheckpointMetadata(steps=0))
 
 
+def _carries_every_graph(tiling: Path) -> bool:
+    """The tiling graph carries the stems, apply and statistics graphs of this version (else: re-export it)."""
+    import onnx
+    from nst_runtime.tiling import APPLY_KEY, STATS_KEY, STEM_DEPTH, STEM_KEY
+
+    keys = {p.key for p in onnx.load(str(tiling), load_external_data=False).metadata_props}
+    return {APPLY_KEY, STATS_KEY, *(STEM_KEY.format(depth=d) for d in range(1, STEM_DEPTH + 1))} <= keys
+
+
 def exported(ckpt: Path) -> Path:
     """NAME.onnx and NAME.tiling.onnx beside ``ckpt`` (exported once)."""
     from nst_export.onnx_export import onnx_from_checkpoint
@@ -98,7 +107,7 @@ def exported(ckpt: Path) -> Path:
     if not onnx_path.is_file():
         onnx_from_checkpoint(ckpt, onnx_path)
     tiling = ckpt.with_suffix(".tiling.onnx")
-    if not tiling.is_file():
+    if not tiling.is_file() or not _carries_every_graph(tiling):
         tiling_onnx_from_checkpoint(ckpt, tiling)
     return onnx_path
 

@@ -34,13 +34,16 @@ metadata (``nst.tiling.channels``, ``nst.tiling.strides``) so the runtime needs 
 
 The metadata also carries two *stems* (``nst.tiling.stem.1``, ``nst.tiling.stem.2``: serialized ONNX models,
 base64; :func:`build_stem_module`): the network up to the input of its first / second norm layer only, with
-the tiling graph's ``input``/``mask`` (and, for the second, layer 0's ``norm_mean``/``norm_var``) and its
-moment outputs for the last of those layers. Fast tiling runs them over the full-resolution tiles to get the
+the tiling graph's ``input``, a ``core`` box (int64 [4]: top, left, bottom, right of the owned pixels) in
+place of its mask (and, for the second, layer 0's ``norm_mean``/``norm_var``) and its moment outputs for the
+last of those layers. Fast tiling runs them over the full-resolution tiles to get the
 first two layers' whole-image statistics exactly (both together: about a sixth of a network call), the ones a
 downscaled copy gets most wrong. It also carries the *apply graph* (``nst.tiling.apply``;
 :func:`build_apply_module`): the network normalizing with given statistics and computing nothing else, for
-fast tiling's last pass (a second copy of the weights: the file is about 2.4 times the deploy graph's size).
-They live inside this file so that its hash covers them and nothing else has to be shipped; all of them are
+fast tiling's last pass, and the *statistics graph* (``nst.tiling.stats``; :func:`build_stats_module`): the
+network normalizing with each layer's own statistics and reporting them, for fast tiling's pass over the
+downscaled copy (no mask, no output image: a third of the tiling graph's time saved there). Each carries a copy
+of the weights: the file is about 3.8 times the deploy graph's size. They live inside this file so that its hash covers them and nothing else has to be shipped; all of them are
 checked against PyTorch with the rest (:func:`check_tiling_graph`).
 """
 
@@ -56,7 +59,7 @@ from typing import Any
 import numpy as np
 from nst_runtime.errors import ModelFileError, ParityError
 from nst_runtime.sidecar import Sidecar, TensorSpec
-from nst_runtime.tiling import APPLY_KEY, STEM_DEPTH, STEM_KEY  # graphs carried in the metadata
+from nst_runtime.tiling import APPLY_KEY, STATS_KEY, STEM_DEPTH, STEM_KEY  # graphs carried in the metadata
 
 # only the public helpers of onnx_export (it is being worked on; private names may move)
 from . import onnx_export
@@ -66,6 +69,8 @@ from .wrapper import INPUT_NAME, MIN_SIZE, OUTPUT_NAME
 log = logging.getLogger(__name__)
 
 MASK_NAME, MEAN_NAME, VAR_NAME, OWN_NAME = "mask", "norm_mean", "norm_var", "norm_own"
+#: the stems' core box (top, left, bottom, right in window pixels; build_stem_module)
+CORE_NAME = "core"
 COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME = "tile_count", "tile_mean", "tile_m2"
 INPUT_NAMES = (INPUT_NAME, MASK_NAME, MEAN_NAME, VAR_NAME, OWN_NAME)
 OUTPUT_NAMES = (OUTPUT_NAME, COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME)
@@ -190,10 +195,15 @@ def build_stem_module(net: Any, depth: int) -> Any:
     Fast tiling estimates the whole image's statistics from a downscaled copy; the first two layers' are the
     ones a copy gets most wrong (fine detail the copy lacks) and the ones the output depends on most, and
     they are cheap to find exactly at full resolution: conv1 (layer 0), then conv1 and conv2 (layer 1),
-    together about a sixth of a network call. Inputs ``input`` and ``mask`` as the tiling graph, and for ``depth`` > 1
-    ``norm_mean``/``norm_var`` of layers 0..depth-2 (concatenated); outputs ``tile_count`` [N, 1],
-    ``tile_mean`` and ``tile_m2`` [N, channels of layer depth-1]: the tiling graph's moments of that layer.
-    """
+    together about a sixth of a network call. Inputs ``input`` (as the tiling graph) and ``core`` (int64 [4]:
+    top, left, bottom, right of the pixels the tile owns, in window pixels, multiples of 4), and for
+    ``depth`` > 1 ``norm_mean``/``norm_var`` of layers 0..depth-2 (concatenated); outputs ``tile_count``
+    [N, 1], ``tile_mean`` and ``tile_m2`` [N, channels of layer depth-1]: the moments of that layer's input
+    over the core (at its stride), as the tiling graph reports them.
+
+    The core is a box that the graph slices, not a mask it multiplies by: on OpenVINO a mask broadcast over
+    the channels makes every convolution's output change memory layout before it is reduced (a third of
+    the stems' time, docs/runtime.md)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -203,6 +213,7 @@ def build_stem_module(net: Any, depth: int) -> Any:
     convs = [net.conv1, net.conv2, net.conv3][:depth]
     if len(convs) < depth:
         raise ValueError(f"stem depth {depth}: the network's stem has {len(convs)} convolutions")
+    stride = strides[depth - 1]
 
     class Stem(nn.Module):
         def __init__(self) -> None:
@@ -210,10 +221,8 @@ def build_stem_module(net: Any, depth: int) -> Any:
             self.convs = nn.ModuleList(convs)
             self.norms = nn.ModuleList(m for _, m in layers)
 
-        def stem(self, image: torch.Tensor, mask: torch.Tensor, norm_mean: torch.Tensor | None,
+        def stem(self, image: torch.Tensor, core: torch.Tensor, norm_mean: torch.Tensor | None,
                  norm_var: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-            m1 = mask.unsqueeze(1)
-            masks = {1: m1, 2: m1[:, :, ::2, ::2], 4: m1[:, :, ::4, ::4]}
             x = image.to(torch.float32).permute(0, 3, 1, 2)
             at = 0
             for k, conv in enumerate(self.convs):
@@ -226,22 +235,29 @@ def build_stem_module(net: Any, depth: int) -> Any:
                     x = F.relu((x - norm_mean[at:at + c][None, :, None, None]) * scale[None, :, None, None]
                                + norm.bias.view(1, -1, 1, 1))
                     at += c
-            # the moments of the last layer only: the ones before it are given (computing them again costs
-            # a quarter of the stem's time at full resolution)
-            m = masks[strides[len(self.convs) - 1]]
-            count = m.sum(dim=(2, 3))
-            mean = (x * m).sum(dim=(2, 3)) / count.clamp(min=1.0)
-            dev = (x - mean[:, :, None, None]) * m
+            # the moments of the last layer only, over the core at this layer's stride: the ones before it
+            # are given (computing them again costs a quarter of the stem's time at full resolution)
+            top, left, bottom, right = (int(v) // stride for v in core.tolist())
+            torch._check(top >= 0)
+            torch._check(left >= 0)
+            torch._check(bottom <= x.shape[2])
+            torch._check(right <= x.shape[3])
+            torch._check(bottom > top)
+            torch._check(right > left)
+            owned = x[:, :, top:bottom, left:right]
+            mean = owned.mean(dim=(2, 3))
+            dev = owned - mean[:, :, None, None]
+            count = torch.full((x.shape[0], 1), float((bottom - top) * (right - left)), dtype=torch.float32)
             return count, mean, (dev * dev).sum(dim=(2, 3))
 
     class Stem1(Stem):
-        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self.stem(image, mask, None, None)
+        def forward(self, image: torch.Tensor, core: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.stem(image, core, None, None)
 
     class StemN(Stem):
-        def forward(self, image: torch.Tensor, mask: torch.Tensor, norm_mean: torch.Tensor,
+        def forward(self, image: torch.Tensor, core: torch.Tensor, norm_mean: torch.Tensor,
                     norm_var: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self.stem(image, mask, norm_mean, norm_var)
+            return self.stem(image, core, norm_mean, norm_var)
 
     return (Stem1 if depth == 1 else StemN)().eval()
 
@@ -278,14 +294,15 @@ def export_stem_model(net: Any, depth: int, *, opset: int = DEFAULT_OPSET) -> An
     import torch
 
     given = sum(m.num_features for _, m in norm_layers(net)[:depth - 1])
-    example: tuple[torch.Tensor, ...] = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8), torch.ones((2, 64, 64)))
-    names = [INPUT_NAME, MASK_NAME]
+    example: tuple[torch.Tensor, ...] = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8),
+                                         torch.tensor([8, 4, 56, 60], dtype=torch.int64))
+    names = [INPUT_NAME, CORE_NAME]
     if depth > 1:
         example += (torch.zeros(given), torch.ones(given))
         names += [MEAN_NAME, VAR_NAME]
     spatial = _spatial_dims()
     return _export_small(build_stem_module(net, depth), example, names, [COUNT_NAME, TILE_MEAN_NAME, TILE_M2_NAME],
-                         (spatial, spatial) + (None,) * (len(names) - 2), opset)
+                         (spatial,) + (None,) * (len(names) - 1), opset)
 
 
 def build_apply_module(net: Any) -> Any:
@@ -331,6 +348,54 @@ def export_apply_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
                          (_spatial_dims(), None, None), opset)
 
 
+def build_stats_module(net: Any) -> Any:
+    """The network with every InstanceNorm layer normalizing with its input's own statistics (the deploy
+    graph's behaviour) and reporting them: fast tiling's pass over a downscaled copy of the image (``input``
+    uint8 [N,H,W,3] -> ``norm_mean``, ``norm_var`` [N,1600], biased variance, layers in forward order).
+
+    The tiling graph in ``norm_own`` mode reports the same, but computes them under a mask, blends them with
+    given statistics and finishes the output image, none of which this pass needs: on OpenVINO it takes
+    2.2 s per megapixel where this graph takes 1.6 (ONNX Runtime: 2.6 against 2.2; docs/runtime.md). The last
+    convolution, which no statistic depends on, is left out by the exporter (its result is not an output)."""
+    import torch
+    from torch import nn
+
+    norms = [m for _, m in norm_layers(net)]
+
+    class Stats(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            means: list[torch.Tensor] = []
+            variances: list[torch.Tensor] = []
+
+            def norm(x: torch.Tensor) -> torch.Tensor:
+                module = norms[len(means)]
+                mean = x.mean(dim=(2, 3))
+                dev = x - mean[:, :, None, None]
+                var = (dev * dev).mean(dim=(2, 3))
+                means.append(mean)
+                variances.append(var)
+                scale = module.weight / torch.sqrt(var + module.eps)
+                return dev * scale[:, :, None, None] + module.bias[None, :, None, None]
+
+            _forward_with_norm(self.net, image, norm)
+            return torch.cat(means, dim=1), torch.cat(variances, dim=1)
+
+    return Stats().eval()
+
+
+def export_stats_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
+    """Export :func:`build_stats_module` to an in-memory, checked ``onnx.ModelProto``."""
+    import torch
+
+    example = (torch.zeros((2, 64, 64, 3), dtype=torch.uint8),)
+    return _export_small(build_stats_module(net), example, [INPUT_NAME], [MEAN_NAME, VAR_NAME], (_spatial_dims(),),
+                         opset)
+
+
 def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
     """Export the tiling graph of ``net`` to an in-memory, checked ``onnx.ModelProto``."""
     import onnx
@@ -370,6 +435,7 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
         **{STEM_KEY.format(depth=d): base64.b64encode(export_stem_model(net, d, opset=opset).SerializeToString())
            .decode("ascii") for d in range(1, STEM_DEPTH + 1)},
         APPLY_KEY: base64.b64encode(export_apply_model(net, opset=opset).SerializeToString()).decode("ascii"),
+        STATS_KEY: base64.b64encode(export_stats_model(net, opset=opset).SerializeToString()).decode("ascii"),
     })
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -386,9 +452,11 @@ def export_tiling_model(net: Any, *, opset: int = DEFAULT_OPSET) -> Any:
 def _name_dims(model: Any) -> None:
     """Name the dynamic dims plainly (the exporter writes expressions such as ``4*h4``)."""
     plain = {INPUT_NAME: 3, MASK_NAME: 3, OUTPUT_NAME: 3, COUNT_NAME: 1, TILE_MEAN_NAME: 1, TILE_M2_NAME: 1}
-    for value in (*model.graph.input, *model.graph.output):
+    outputs = {MEAN_NAME: 1, VAR_NAME: 1}  # the statistics graph's [N, 1600] (as inputs elsewhere: [1600])
+    values = [(v, plain) for v in model.graph.input] + [(v, plain | outputs) for v in model.graph.output]
+    for value, named in values:
         dims = value.type.tensor_type.shape.dim
-        for d, name in zip(dims, ("batch", "height", "width")[: plain.get(value.name, 0)], strict=False):
+        for d, name in zip(dims, ("batch", "height", "width")[: named.get(value.name, 0)], strict=False):
             d.ClearField("dim_value")
             d.dim_param = name
 
@@ -464,12 +532,19 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
                                                      VAR_NAME: var32[i]})[0] for i in range(n)])
             levels = max(levels, int(np.abs(out.astype(np.int16) - want.astype(np.int16)).max()))
             report["apply"] = True
+        stats = stats_session(session)
+        if stats is not None:
+            s_mean, s_var = stats.run(None, {INPUT_NAME: image})
+            scale = np.sqrt(var) + 1e-3
+            rel = max(rel, float(max(np.abs(s_mean - mean).max() / scale.max(),
+                                     (np.abs(s_var - var) / (var + 1e-6)).max())))
+            report["stats"] = True
         stems = stem_sessions(session)
         for depth, stem in stems.items():
             g = int(np.sum([m.num_features for _, m in norm_layers(net)[:depth - 1]]))
             c = g + norm_layers(net)[depth - 1][1].num_features
             for i in range(n):
-                feed = {INPUT_NAME: image[i:i + 1], MASK_NAME: np.ones((1, h, w), np.float32)}
+                feed = {INPUT_NAME: image[i:i + 1], CORE_NAME: np.array([0, 0, h, w], np.int64)}
                 if depth > 1:
                     feed |= {MEAN_NAME: mean32[i, :g], VAR_NAME: var32[i, :g]}
                 count, s_mean, s_m2 = stem.run(None, feed)
@@ -492,24 +567,31 @@ def check_tiling_graph(path: Path, net: Any, *, shapes: tuple[tuple[int, int, in
     return report
 
 
-def apply_session(session: Any) -> Any:
-    """The apply graph inside a tiling graph's metadata (``APPLY_KEY``) on ONNX Runtime's CPU, or None."""
+def _embedded_session(session: Any, key: str) -> Any:
+    """The graph carried under ``key`` in a tiling graph's metadata on ONNX Runtime's CPU, or None."""
     import onnxruntime as ort
 
-    data = session.get_modelmeta().custom_metadata_map.get(APPLY_KEY)
+    data = session.get_modelmeta().custom_metadata_map.get(key)
     return ort.InferenceSession(base64.b64decode(data), providers=["CPUExecutionProvider"]) if data else None
+
+
+def apply_session(session: Any) -> Any:
+    """The apply graph inside a tiling graph's metadata (``APPLY_KEY``) on ONNX Runtime's CPU, or None."""
+    return _embedded_session(session, APPLY_KEY)
+
+
+def stats_session(session: Any) -> Any:
+    """The statistics graph inside a tiling graph's metadata (``STATS_KEY``) on ONNX Runtime's CPU, or None."""
+    return _embedded_session(session, STATS_KEY)
 
 
 def stem_sessions(session: Any) -> dict[int, Any]:
     """The stems inside a tiling graph's metadata (``STEM_KEY``), opened with ONNX Runtime on the CPU."""
-    import onnxruntime as ort
-
-    meta = session.get_modelmeta().custom_metadata_map
     out = {}
     for depth in range(1, STEM_DEPTH + 1):
-        data = meta.get(STEM_KEY.format(depth=depth))
-        if data:
-            out[depth] = ort.InferenceSession(base64.b64decode(data), providers=["CPUExecutionProvider"])
+        stem = _embedded_session(session, STEM_KEY.format(depth=depth))
+        if stem is not None:
+            out[depth] = stem
     return out
 
 

@@ -65,6 +65,10 @@ class CallCost:
 CPU_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 520), "openvino": CallCost(32 << 20, 600)}
 #: the tiling graph on each CPU backend (it also computes every layer's moments)
 TILING_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 930), "openvino": CallCost(32 << 20, 2400)}
+#: the statistics graph carried in the tiling graph (fast tiling's pass over a downscaled copy), measured with
+#: ``tools/memory_per_pixel.py per-pixel --backends tiling,tiling-openvino --sizes 1016x1024,2048``: ONNX Runtime
+#: 866 / 769 B/px, OpenVINO 1388 / 1382 B/px
+STATS_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 870), "openvino": CallCost(32 << 20, 1400)}
 #: network families whose cost differs from TransformerNet's, by (family, backend). AdaIN (Huang & Belongie:
 #: VGG-19 encoder to relu4_1, 64 float32 channels at full resolution, and a decoder back up), measured like the
 #: table above (``tools/memory_per_pixel.py per-pixel --model adain.onnx --backends onnxruntime,adain-style,
@@ -162,12 +166,16 @@ def resolve_memory_limit(memory_limit: int | str | None) -> int | None:
     return parse_memory_size(memory_limit)
 
 
-def call_cost(backend: str, *, on_gpu: bool, tiling_graph: bool = False, family: str | None = None) -> CallCost:
+def call_cost(backend: str, *, on_gpu: bool, tiling_graph: bool = False, stats_graph: bool = False,
+              family: str | None = None) -> CallCost:
     """What one call costs in host memory on ``backend`` (``"onnxruntime"``, ``"openvino"``, ``"tensorrt"``);
-    ``tiling_graph``: a call of the tiling graph on ``backend`` (``"openvino"`` or ONNX Runtime) instead; ``family``: a network family whose
-    cost differs from TransformerNet's on that backend (:data:`FAMILY_CALL_COST`: ``"adain"``, ``"adain-style"``)."""
+    ``tiling_graph``: a call of the tiling graph on ``backend`` (``"openvino"`` or ONNX Runtime) instead, and with
+    ``stats_graph`` of the statistics graph it carries; ``family``: a network family whose cost differs from
+    TransformerNet's on that backend (:data:`FAMILY_CALL_COST`: ``"adain"``, ``"adain-style"``)."""
     if on_gpu or (backend == "tensorrt" and not tiling_graph):
         return CallCost(0, HOST_BYTES_PER_PIXEL)
+    if tiling_graph and stats_graph:
+        return STATS_CALL_COST.get(backend, STATS_CALL_COST["onnxruntime"])
     if tiling_graph:
         return TILING_CALL_COST.get(backend, TILING_CALL_COST["onnxruntime"])
     if family is not None and (family, backend) in FAMILY_CALL_COST:

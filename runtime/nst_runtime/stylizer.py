@@ -371,14 +371,14 @@ class Stylizer:
         return self._runner
 
     # ----------------------------------------------------------------------------------------- core
-    def _call_cost(self, *, tiling_graph: bool = False) -> CallCost:
+    def _call_cost(self, *, tiling_graph: bool = False, stats_graph: bool = False) -> CallCost:
         runner = self._active()
         on_gpu = bool(getattr(runner, "on_gpu", runner.name == "tensorrt"))
         backend = runner.name
         if tiling_graph:
             on_gpu = self._tiling.on_gpu if self._tiling is not None else False
             backend = self._tiling.backend if self._tiling is not None else "onnxruntime"
-        return call_cost(backend, on_gpu=on_gpu, tiling_graph=tiling_graph,
+        return call_cost(backend, on_gpu=on_gpu, tiling_graph=tiling_graph, stats_graph=stats_graph,
                          family="adain" if self.sidecar.adain is not None else None)
 
     def _call_budget(self) -> int | None:
@@ -542,11 +542,13 @@ class Stylizer:
             ph, pw = padded.shape[:2]
             stats_pixels = fast_stats_pixels(ph, pw)
             cost = self._call_cost(tiling_graph=True)
+            # the pass over the copy runs the statistics graph where the file carries one (less memory per pixel)
+            stats_cost = self._call_cost(tiling_graph=True, stats_graph=getattr(graph, "has_stats", False))
             if budget is not None:
-                stats_pixels = min(stats_pixels, cost.pixels_within(budget))
+                stats_pixels = min(stats_pixels, stats_cost.pixels_within(budget))
             # what the statistics pass leaves allocated (OpenVINO) beside a tile's call: give it back between
             # the steps only where both together could pass the budget (giving back costs the next image time)
-            held = cost.bytes_for(stats_pixels) + cost.bytes_for(min(limit_h, ph) * min(limit_w, pw))
+            held = stats_cost.bytes_for(stats_pixels) + cost.bytes_for(min(limit_h, ph) * min(limit_w, pw))
             out = stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
                                stats_pixels=stats_pixels, on_tile=on_tile,
                                release_memory=budget is not None and held > budget)

@@ -20,11 +20,12 @@ colour/contrast shift. See docs/runtime.md for both modes' measured PSNR.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ STEM_MIN_HALO = 8
 #: ... and the *apply graph* (nst_export.tiling_graph.build_apply_module): the network normalizing with given
 #: statistics and computing nothing else, for fast tiling's last pass (on OpenVINO with the statistics baked in)
 APPLY_KEY = "nst.tiling.apply"
+#: ... and the *statistics graph* (nst_export.tiling_graph.build_stats_module): the network normalizing every
+#: layer with its input's own statistics and reporting them, nothing else (no mask, no output image): fast
+#: tiling's pass over the downscaled copy (OpenVINO 1.6 s/MP against the tiling graph's 2.2; docs/runtime.md)
+STATS_KEY = "nst.tiling.stats"
 #: TransformerNet's InstanceNorm layers in forward order (used when the graph's metadata does not say)
 NORM_CHANNELS = (32, 64, 128) + (128,) * 10 + (64, 32)
 _MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
@@ -267,7 +272,8 @@ class TilingGraph:
     """An opened tiling graph (an ONNX Runtime session, or an ``OpenVinoSession`` with the same surface), its
     stems and its layer layout. ``run`` and ``run_stem`` are thread-safe."""
 
-    def __init__(self, session: Any, path: Path, *, open_embedded: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(self, session: Any, path: Path, *, open_embedded: Callable[[bytes, str], Any] | None = None,
+                 arena_keys: frozenset[str] = frozenset()) -> None:
         self.path = path
         names_in = [i.name for i in session.get_inputs()]
         names_out = [o.name for o in session.get_outputs()]
@@ -302,18 +308,33 @@ class TilingGraph:
                 if not meta.get(STEM_KEY.format(depth=depth)):
                     break
                 self._embedded_data[STEM_KEY.format(depth=depth)] = meta[STEM_KEY.format(depth=depth)]
-            if meta.get(APPLY_KEY):
-                self._embedded_data[APPLY_KEY] = meta[APPLY_KEY]
+            for key in (APPLY_KEY, STATS_KEY):
+                if meta.get(key):
+                    self._embedded_data[key] = meta[key]
         self._open_embedded = open_embedded
+        # embedded graphs opened with ONNX Runtime's CPU arena (the stems: see open_tiling_graph), whose arena
+        # is shrunk after the last call of each pass (run options), so it never sits beside the next pass
+        self._arena_keys = arena_keys
         self._embedded: dict[str, Any] = {}
         self._embedded_lock = threading.Lock()
+        # OpenVINO: the apply graph last compiled with an image's statistics, kept until the next is compiled.
+        # Measured on a 2000x3000 photo: the next image's first tile then takes 2.1 s instead of 3.0 (its other
+        # tiles 1.8 s either way); giving back its buffers instead (release_memory) loses the saving
+        self._last_baked: Any = None
+
+    def drop_arenas(self) -> None:
+        """Close the embedded sessions that run with ONNX Runtime's arena (reopened on next use): what a pass
+        that stopped before its last call (an error, a cancelled progress callback) left in their arenas."""
+        with self._embedded_lock:
+            for key in self._arena_keys:
+                self._embedded.pop(key, None)
 
     def _opened(self, key: str) -> Any:
         """The session of the graph carried under ``key``, opened once (thread-safe)."""
         with self._embedded_lock:
             if key not in self._embedded:
                 assert self._open_embedded is not None
-                self._embedded[key] = self._open_embedded(base64.b64decode(self._embedded_data[key]))
+                self._embedded[key] = self._open_embedded(base64.b64decode(self._embedded_data[key]), key)
             return self._embedded[key]
 
     @property
@@ -331,8 +352,23 @@ class TilingGraph:
         stats = {"norm_mean": np.ascontiguousarray(mean, np.float32), "norm_var": np.ascontiguousarray(var, np.float32)}
         if hasattr(session, "bake"):
             baked = session.bake(stats)
+            self._last_baked = baked  # the one before it goes only now (see __init__)
             return lambda w: baked.run(None, {"input": w[None]})[0][0]
         return lambda w: session.run(None, {"input": w[None], **stats})[0][0]
+
+    @property
+    def has_stats(self) -> bool:
+        """The graph carries a statistics graph (exports since it was added)."""
+        return STATS_KEY in self._embedded_data
+
+    def run_stats(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every layer's (mean, biased variance) over all of ``image`` (uint8 HxWx3, sides multiples of 4),
+        each layer normalized with its own, from the statistics graph (:attr:`has_stats`)."""
+        if not self.has_stats:
+            raise ModelFileError(f"{self.path}: this tiling graph carries no statistics graph. "
+                                 "Fix: re-export it with nst-export.")
+        mean, var = self._opened(STATS_KEY).run(None, {"input": image[None]})
+        return mean[0].astype(np.float32), var[0].astype(np.float32)
 
     def prepare(self) -> TilingGraph:
         """Open the stems and the apply graph now (they are otherwise opened on first use): a graph that
@@ -347,6 +383,7 @@ class TilingGraph:
         graphs would otherwise hold their buffers side by side."""
         with self._embedded_lock:
             sessions = [self._session, *self._embedded.values()]
+            self._last_baked = None
         for session in sessions:
             release = getattr(session, "release_memory", None)
             if release is not None:
@@ -357,20 +394,37 @@ class TilingGraph:
         """How many leading layers the graph's stems find exactly (0: a graph exported without stems)."""
         return sum(key.startswith(STEM_KEY.format(depth="")) for key in self._embedded_data)
 
-    def run_stem(self, depth: int, window: np.ndarray, mask: np.ndarray, mean: np.ndarray, var: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Moments ``(count [1], mean, m2)`` of layer depth-1's input over ``mask`` in ``window``, normalizing
-        layers 0..depth-2 with ``mean``/``var`` (whole-image statistics; the first entries of the concatenation)."""
-        if STEM_KEY.format(depth=depth) not in self._embedded_data:
+    def run_stem(self, depth: int, window: np.ndarray, core: tuple[int, int, int, int], mean: np.ndarray,
+                 var: np.ndarray, *, last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Moments ``(count [1], mean, m2)`` of layer depth-1's input over ``core`` (top, left, bottom, right in
+        ``window``'s pixels, multiples of 4) in ``window``, normalizing layers 0..depth-2 with ``mean``/``var``
+        (whole-image statistics; the first entries of the concatenation). ``last``: the pass's last call (a
+        stem on ONNX Runtime then gives its arena back when it returns)."""
+        key = STEM_KEY.format(depth=depth)
+        if key not in self._embedded_data:
             raise ModelFileError(f"{self.path}: this tiling graph carries no stem of depth {depth}. "
                                  "Fix: re-export it with nst-export.")
-        session = self._opened(STEM_KEY.format(depth=depth))
-        feed = {"input": window[None], "mask": mask[None]}
+        h, w = window.shape[:2]
+        top, left, bottom, right = (int(v) for v in core)
+        if not (0 <= top < bottom <= h and 0 <= left < right <= w) or any(v % TILE_MULTIPLE for v in core):
+            raise UsageError(f"stem core {tuple(core)} in a {w}x{h} window: expected top < bottom <= {h}, left < "
+                             f"right <= {w}, all multiples of {TILE_MULTIPLE} (the strided layers' grid).")
+        session = self._opened(key)
+        feed = {"input": window[None]}
+        if any(i.name == "mask" for i in session.get_inputs()):  # stems exported before the core box
+            mask = np.zeros((1, *window.shape[:2]), np.float32)
+            mask[:, top:bottom, left:right] = 1.0
+            feed["mask"] = mask
+        else:
+            feed["core"] = np.array([top, left, bottom, right], np.int64)
         if depth > 1:
             given = self.offsets[depth - 1]
             feed |= {"norm_mean": np.ascontiguousarray(mean[:given], np.float32),
                      "norm_var": np.ascontiguousarray(var[:given], np.float32)}
-        count, m, m2 = session.run(None, feed)
+        if last and key in self._arena_keys:
+            count, m, m2 = session.run(None, feed, _shrink_arena())
+        else:
+            count, m, m2 = session.run(None, feed)
         return count[0], m[0], m2[0]
 
     @property
@@ -405,7 +459,7 @@ def open_tiling_graph(
     if backend == "openvino":
         from .openvino_backend import OpenVinoSession
 
-        def open_embedded_ov(data: bytes) -> Any:  # stems, apply graph: part of the file whose hash was checked
+        def open_embedded_ov(data: bytes, _key: str) -> Any:  # part of the file whose hash was checked
             return OpenVinoSession(data, threads=intra_op_threads, label=f"a graph inside {artifact.path.name}")
 
         graph = TilingGraph(OpenVinoSession(artifact.path, threads=intra_op_threads), artifact.path,
@@ -419,10 +473,30 @@ def open_tiling_graph(
     session = SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads)()
     logger.info("%s: tiling graph for whole-image statistics (providers %s)", path.name, session.get_providers())
 
-    def open_embedded(data: bytes) -> Any:  # stems, apply graph: part of the file whose hash was just checked
-        return SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads, data=data)()
+    # The stems run with ONNX Runtime's CPU arena (without memory patterns), shrunk after each pass's last call
+    # (TilingGraph.run_stem): without it every call takes its buffers from fresh pages (a 2000x3000 photo:
+    # the stems' 12 calls 3.6 s, with it 2.7). Measured 0.28-0.66 KB per pixel at 1-9 MP windows (without
+    # the arena 0.26), below the tiling cost the budget sizes the tiles by (TILING_CALL_COST, 930 B/px), and
+    # the arena is empty again before the next pass. The apply graph would gain 10% the same way but take
+    # 0.8-1.9 KB per pixel (the arena rounds its growth up to powers of two): not used
+    cpu_only = [p if isinstance(p, str) else p[0] for p in chosen] == ["CPUExecutionProvider"]
+    arena_keys = frozenset(STEM_KEY.format(depth=d) for d in range(1, STEM_DEPTH + 1)) if cpu_only else frozenset()
 
-    return TilingGraph(session, artifact.path, open_embedded=open_embedded)
+    def open_embedded(data: bytes, key: str) -> Any:  # part of the file whose hash was just checked
+        arena = key in arena_keys
+        return SessionFromOnnx(artifact.path, providers=chosen, intra_op_threads=intra_op_threads, data=data,
+                               memory_arena=arena, memory_patterns=not arena)()
+
+    return TilingGraph(session, artifact.path, open_embedded=open_embedded, arena_keys=arena_keys)
+
+
+def _shrink_arena() -> Any:
+    """ONNX Runtime run options that give the CPU arena's free memory back when the run returns."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def pad_to_multiple(rgb: np.ndarray, multiple: int = TILE_MULTIPLE) -> np.ndarray:
@@ -432,6 +506,12 @@ def pad_to_multiple(rgb: np.ndarray, multiple: int = TILE_MULTIPLE) -> np.ndarra
     if not pad_h and not pad_w:
         return rgb
     return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+
+
+def _core_box(t: CoreTile) -> tuple[int, int, int, int]:
+    """``t``'s core as (top, left, bottom, right) in its window's pixels (the stems' ``core`` input)."""
+    top, left = t.core.y - t.window.y, t.core.x - t.window.x
+    return top, left, top + t.core.h, left + t.core.w
 
 
 def _core_mask(t: CoreTile) -> np.ndarray:
@@ -483,16 +563,18 @@ def stylize_exact(
         # layer k's input depends only on the statistics of layers < k, which are final by now
         lo, hi = graph.offsets[k], graph.offsets[k + 1]
         moments = []
-        for t in plan:  # windows are cut per call: holding all of them would copy the image again
-            if k < graph.stem_depth:  # the same moments from the first k+1 layers only
-                count, m, m2 = graph.run_stem(k + 1, _window_of(padded, t), _core_mask(t), mean, var)
-                moments.append((count[0], m, m2))
-            else:
-                _, count, m, m2 = graph.run(_window_of(padded, t), _core_mask(t), mean, var)
-                moments.append((count[k], m[lo:hi], m2[lo:hi]))
-            done += 1
-            if on_tile is not None:
-                on_tile(done, calls)
+        with _arenas_dropped_on_failure(graph) if k < graph.stem_depth else contextlib.nullcontext():
+            for i, t in enumerate(plan):  # windows are cut per call: holding all of them would copy the image again
+                if k < graph.stem_depth:  # the same moments from the first k+1 layers only
+                    count, m, m2 = graph.run_stem(k + 1, _window_of(padded, t), _core_box(t), mean, var,
+                                                  last=i == len(plan) - 1)
+                    moments.append((count[0], m, m2))
+                else:
+                    _, count, m, m2 = graph.run(_window_of(padded, t), _core_mask(t), mean, var)
+                    moments.append((count[k], m[lo:hi], m2[lo:hi]))
+                done += 1
+                if on_tile is not None:
+                    on_tile(done, calls)
         mean_k, var_k = combine_moments(np.array([c for c, _, _ in moments]), np.stack([m for _, m, _ in moments]),
                                         np.stack([m2 for _, _, m2 in moments]))
         mean[lo:hi], var[lo:hi] = mean_k, var_k
@@ -625,8 +707,11 @@ def statistics_mosaic(padded: np.ndarray, max_pixels: int, *, core: int = MOSAIC
 def whole_image_statistics(rgb: np.ndarray, graph: TilingGraph, mask: np.ndarray | None = None
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Every layer's instance-norm (mean, biased variance) over ``rgb`` (HxWx3 uint8, sides multiples of 4)
-    run untiled, over the pixels of ``mask`` (default all): one pass where the graph normalizes with its own
-    statistics, or one pass per layer with a graph exported before ``norm_own``."""
+    run untiled, over the pixels of ``mask`` (default all): one pass of the statistics graph (no mask; graphs
+    that carry one), or one pass where the tiling graph normalizes with its own statistics, or one pass per
+    layer with a graph exported before ``norm_own``."""
+    if mask is None and getattr(graph, "has_stats", False):
+        return graph.run_stats(rgb)
     mask = np.ones(rgb.shape[:2], np.float32) if mask is None else mask
     total = graph.offsets[-1]
     mean, var = np.zeros(total, np.float32), np.ones(total, np.float32)
@@ -658,22 +743,37 @@ def estimate_statistics(padded: np.ndarray, graph: TilingGraph, *, max_pixels: i
 def stem_statistics(padded: np.ndarray, graph: TilingGraph, plan: Sequence[CoreTile], mean: np.ndarray,
                     var: np.ndarray, *, on_call: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``mean``/``var`` with layers 0..``graph.stem_depth``-1 replaced by their exact whole-image statistics:
-    for each such layer k one pass of the depth-(k+1) stem over ``plan``'s tiles (cores as masks), layers < k
+    for each such layer k one pass of the depth-(k+1) stem over ``plan``'s tiles (cores as boxes), layers < k
     normalized with the exact statistics found before it. The stems see a few pixels around each pixel
     (conv1's 9x9, conv2's 3x3), so any halo of 8 px or more keeps them exact."""
     mean, var = mean.copy(), var.copy()
-    for k in range(graph.stem_depth):
-        lo, hi = graph.offsets[k], graph.offsets[k + 1]
-        counts, means, m2s = [], [], []
-        for t in plan:
-            count, m, m2 = graph.run_stem(k + 1, _window_of(padded, t), _core_mask(t), mean, var)
-            counts.append(count[0])
-            means.append(m)
-            m2s.append(m2)
-            if on_call is not None:
-                on_call()
-        mean[lo:hi], var[lo:hi] = combine_moments(np.array(counts), np.stack(means), np.stack(m2s))
+    with _arenas_dropped_on_failure(graph):
+        for k in range(graph.stem_depth):
+            lo, hi = graph.offsets[k], graph.offsets[k + 1]
+            counts, means, m2s = [], [], []
+            for i, t in enumerate(plan):
+                count, m, m2 = graph.run_stem(k + 1, _window_of(padded, t), _core_box(t), mean, var,
+                                              last=i == len(plan) - 1)
+                counts.append(count[0])
+                means.append(m)
+                m2s.append(m2)
+                if on_call is not None:
+                    on_call()
+            mean[lo:hi], var[lo:hi] = combine_moments(np.array(counts), np.stack(means), np.stack(m2s))
     return mean, var
+
+
+@contextlib.contextmanager
+def _arenas_dropped_on_failure(graph: Any) -> Iterator[None]:
+    """A stem pass shrinks ONNX Runtime's arena on its last call; one that stops before it (an error, a
+    progress callback that cancels) closes the sessions holding an arena instead, so it is not kept."""
+    try:
+        yield
+    except BaseException:
+        drop = getattr(graph, "drop_arenas", None)
+        if drop is not None:
+            drop()
+        raise
 
 
 def fast_stats_pixels(height: int, width: int, *, share: float | None = None) -> int:
@@ -716,15 +816,18 @@ def stylize_fast(
         if on_tile is not None:
             on_tile(done, calls)
 
+    release = getattr(graph, "release_memory", lambda: None) if release_memory else lambda: None
+    release()  # what the previous image left (OpenVINO: the kept apply graph, the stems' buffers)
     mean, var, sampled = estimate_statistics(padded, graph, max_pixels=max(64, min(stats_pixels, ph * pw)),
                                              method=stats or DEFAULT_FAST_STATS)
-    logger.info("fast tiling: %dx%d image, statistics from %s (%dx%d)%s, then %d tiles (halo %d px; %.2f of the "
-                "image's pixels through the network)", pw, ph, stats or DEFAULT_FAST_STATS, sampled[1], sampled[0],
+    via = "" if getattr(graph, "has_stats", False) or (stats or DEFAULT_FAST_STATS) == "mosaic" else \
+        " through the tiling graph (no statistics graph in this file: re-export it)"
+    logger.info("fast tiling: %dx%d image, statistics from %s (%dx%d)%s%s, then %d tiles (halo %d px; %.2f of the "
+                "image's pixels through the network)", pw, ph, stats or DEFAULT_FAST_STATS, sampled[1], sampled[0], via,
                 f" and layers 1-{stem} exactly from the stems" if stem else " (stems not used)" if graph.stem_depth
                 else " (a tiling graph without stems: re-export it for exact first layers)", len(plan), usable,
                 (pushed_pixels(plan) + sampled[0] * sampled[1]) / (ph * pw))
     called()
-    release = getattr(graph, "release_memory", lambda: None) if release_memory else lambda: None
     release()
     if stem:
         mean, var = stem_statistics(padded, graph, plan, mean, var, on_call=called)
@@ -734,7 +837,7 @@ def stylize_fast(
     for t in plan:
         _keep_core(out, t, apply(_window_of(padded, t)))
         called()
-    del apply  # a baked OpenVINO model: its buffers go with it
+    del apply  # a baked OpenVINO model stays with the graph until the next image's (release() drops it)
     release()
     return out[:h, :w]
 

@@ -116,12 +116,20 @@ def test_file_sidecar_and_metadata(tiling_onnx):
     assert [i.name for i in apply.graph.input] == ["input", "norm_mean", "norm_var"]
     assert [o.name for o in apply.graph.output] == ["output"]
     assert not any(n.op_type in ("ReduceSum", "ReduceMean", "InstanceNormalization") for n in apply.graph.node)
-    for depth, inputs in ((1, ["input", "mask"]), (2, ["input", "mask", "norm_mean", "norm_var"])):
+    for depth, inputs in ((1, ["input", "core"]), (2, ["input", "core", "norm_mean", "norm_var"])):
         stem = onnx.load_from_string(base64.b64decode(props[f"nst.tiling.stem.{depth}"]))
         assert [i.name for i in stem.graph.input] == inputs
         assert [o.name for o in stem.graph.output] == ["tile_count", "tile_mean", "tile_m2"]
         assert not any(n.op_type == "ConvTranspose" for n in stem.graph.node)  # the stem only
         assert sum(n.op_type == "Conv" for n in stem.graph.node) == depth
+    # the statistics graph: the image in, every layer's statistics out; no mask, no output image (its last
+    # convolution, which no statistic depends on, is not in the graph)
+    assert meta.parity["stats"] is True
+    stats = onnx.load_from_string(base64.b64decode(props["nst.tiling.stats"]))
+    assert [i.name for i in stats.graph.input] == ["input"]
+    assert [o.name for o in stats.graph.output] == ["norm_mean", "norm_var"]
+    assert [d.dim_param or d.dim_value for d in stats.graph.output[0].type.tensor_type.shape.dim] == ["batch", 1600]
+    assert sum(n.op_type in ("Conv", "ConvTranspose") for n in stats.graph.node) == len(channels)
 
 
 def test_stems_report_pytorchs_moments_of_the_first_layers(tiling_onnx, vivid):
@@ -132,12 +140,55 @@ def test_stems_report_pytorchs_moments_of_the_first_layers(tiling_onnx, vivid):
     stems = stem_sessions(ort.InferenceSession(str(tiling_onnx), providers=["CPUExecutionProvider"]))
     image = _image(64, 96, seed=4)[None]
     mean, var = torch_norm_moments(vivid, image)
-    count, got_mean, got_m2 = stems[2].run(None, {"input": image, "mask": np.ones((1, 64, 96), np.float32),
+    count, got_mean, got_m2 = stems[2].run(None, {"input": image, "core": np.array([0, 0, 64, 96], np.int64),
                                                  "norm_mean": mean[0, :32].astype(np.float32),
                                                  "norm_var": var[0, :32].astype(np.float32)})
     assert count[0].tolist() == [32 * 48]  # layer 1 is at half resolution
     np.testing.assert_allclose(got_mean[0], mean[0, 32:96], rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got_m2[0] / count[0, 0], var[0, 32:96], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_stems_core_box_gives_the_tiling_graphs_masked_moments(tiling_onnx, depth):
+    """The stems slice the core out of each layer at its stride; the tiling graph multiplies by the mask
+    subsampled at that stride. A core inside the window (as fast tiling's are) gives the same moments."""
+    import onnxruntime as ort
+    from nst_export.tiling_graph import stem_sessions
+
+    session = ort.InferenceSession(str(tiling_onnx), providers=["CPUExecutionProvider"])
+    stem = stem_sessions(session)[depth]
+    image = _image(72, 104, seed=7)[None]
+    top, left, bottom, right = 12, 8, 60, 92
+    mask = np.zeros((1, 72, 104), np.float32)
+    mask[:, top:bottom, left:right] = 1.0
+    rng = np.random.default_rng(3)
+    mean = rng.normal(0, 1, 1600).astype(np.float32)
+    var = rng.uniform(0.5, 2.0, 1600).astype(np.float32)
+    _, counts, tile_mean, tile_m2 = session.run(None, {"input": image, "mask": mask, "norm_mean": mean,
+                                                      "norm_var": var, "norm_own": np.zeros(1, np.float32)})
+    feed = {"input": image, "core": np.array([top, left, bottom, right], np.int64)}
+    if depth > 1:
+        feed |= {"norm_mean": mean[:32], "norm_var": var[:32]}
+    count, got_mean, got_m2 = stem.run(None, feed)
+    lo, hi = (0, 32) if depth == 1 else (32, 96)
+    assert count[0, 0] == counts[0, depth - 1] == (bottom - top) * (right - left) / 4 ** (depth - 1)
+    np.testing.assert_allclose(got_mean[0], tile_mean[0, lo:hi], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got_m2[0], tile_m2[0, lo:hi], rtol=1e-3, atol=1e-2)
+
+
+def test_the_statistics_graph_reports_pytorchs_statistics_of_every_layer(tiling_onnx, vivid):
+    """The statistics graph, each layer normalizing with its own statistics, reports what PyTorch's deploy
+    model normalizes with (a batch of two: per image)."""
+    import onnxruntime as ort
+    from nst_export.tiling_graph import stats_session, torch_norm_moments
+
+    stats = stats_session(ort.InferenceSession(str(tiling_onnx), providers=["CPUExecutionProvider"]))
+    image = np.stack([_image(64, 96, seed=5), _image(64, 96, seed=6)])
+    mean, var = torch_norm_moments(vivid, image)
+    got_mean, got_var = stats.run(None, {"input": image})
+    assert got_mean.shape == got_var.shape == (2, 1600)
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-4, atol=1e-3 * np.sqrt(var).max())
+    np.testing.assert_allclose(got_var, var, rtol=1e-3, atol=1e-5)
 
 
 def test_tiling_path_convention(tmp_path):

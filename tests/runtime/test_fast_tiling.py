@@ -58,6 +58,30 @@ def test_one_pass_with_own_statistics_equals_the_layer_by_layer_statistics(graph
     np.testing.assert_allclose(fast_var, slow_var, rtol=2e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_statistics_pass_runs_the_statistics_graph_and_matches_the_tiling_graph(vivid_exact_onnx, make_image,
+                                                                                    backend):
+    """The pass over the downscaled copy runs the statistics graph (no mask, no output image), which reports
+    what the tiling graph reports normalizing with its own statistics; a masked pass (the mosaic) still needs
+    the tiling graph."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from nst_runtime.tiling import open_tiling_graph, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"], backend=backend)
+    assert g.has_stats
+    x = make_image(64, 96, seed=3)
+    runs = []
+    g.run_stats = lambda image, _run=g.run_stats: runs.append(image.shape) or _run(image)
+    mean, var = whole_image_statistics(x, g)
+    assert runs == [x.shape]
+    own_mean, own_var = whole_image_statistics(x, TilingGraph(g._session, g.path))  # the same file, stats unseen
+    np.testing.assert_allclose(mean, own_mean, rtol=1e-3, atol=1e-3 * np.sqrt(own_var).max())
+    np.testing.assert_allclose(var, own_var, rtol=2e-3, atol=1e-5)
+    whole_image_statistics(x, g, np.ones(x.shape[:2], np.float32))
+    assert len(runs) == 1
+
+
 def test_fast_with_full_resolution_statistics_is_as_good_as_exact(graph, make_image, stylizer, measure_psnr):
     """With statistics from the image itself (no downscaling), the one tiled pass is as close to the untiled
     output as the exact mode's 16 passes: the only approximation of fast mode is the downscaled copy."""
@@ -106,9 +130,9 @@ class _Counting:
         (self.own if own else self.given).append(window.shape[:2])
         return self._graph.run(window, mask, mean, var, own=own)
 
-    def run_stem(self, depth, window, mask, mean, var):
+    def run_stem(self, depth, window, core, mean, var, *, last=False):
         self.stems.append(depth)
-        return self._graph.run_stem(depth, window, mask, mean, var)
+        return self._graph.run_stem(depth, window, core, mean, var, last=last)
 
 
 def test_downscaled_copy_keeps_the_grid():
@@ -323,9 +347,10 @@ def test_fast_tiling_lets_the_graphs_give_back_their_buffers_between_steps(graph
     stylize_fast(x, counted, tile_h=64, tile_w=64, halo=16, release_memory=True)
     plan, _ = plan_fast_tiles(96, 128, tile_h=64, tile_w=64, halo=16)
     n = len(plan)
-    # counts carry on from the first call (1 + n calls of the graph, 2n of the stems)
-    assert events == [f"release after {2 + n}+{2 * n}", f"release after {2 + n}+{4 * n}",
-                      f"release after {2 + 2 * n}+{4 * n}"]
+    # counts carry on from the first call (1 + n calls of the graph, 2n of the stems); given back first what
+    # an earlier image left (OpenVINO's kept apply graph), then after each step
+    assert events == [f"release after {1 + n}+{2 * n}", f"release after {2 + n}+{2 * n}",
+                      f"release after {2 + n}+{4 * n}", f"release after {2 + 2 * n}+{4 * n}"]
 
 
 def test_an_openvino_graph_runs_the_same_after_releasing_its_memory(vivid_exact_onnx, make_image):
@@ -359,13 +384,18 @@ def test_the_last_pass_runs_the_apply_graph_and_matches_the_tiling_graph(vivid_e
     assert np.abs(applied.astype(int) - plain).max() <= 1
 
 
-def test_a_graph_without_apply_graph_runs_its_last_pass_through_the_tiling_graph(graph, make_image):
-    """A tiling graph exported before the stems and the apply graph (the same file without them, as the
-    runtime sees it): no stems, the tiling graph over the tiles, the same output as with the apply graph."""
+def test_a_graph_without_apply_graph_runs_its_last_pass_through_the_tiling_graph(graph, make_image, caplog):
+    """A tiling graph exported before the stems, the apply and the statistics graph (the same file without
+    them, as the runtime sees it): no stems, the tiling graph over the copy (the log says so) and over the
+    tiles, the same output as with the apply graph."""
+    import logging
+
     bare = TilingGraph(graph._session, graph.path)
-    assert not bare.has_apply and bare.stem_depth == 0
+    assert not bare.has_apply and not bare.has_stats and bare.stem_depth == 0
     x = make_image(96, 128, seed=14)
-    a = stylize_fast(x, bare, tile_h=64, tile_w=64, halo=16)
+    with caplog.at_level(logging.INFO, logger="nst_runtime.tiling"):
+        a = stylize_fast(x, bare, tile_h=64, tile_w=64, halo=16)
+    assert "no statistics graph in this file" in caplog.text
     b = stylize_fast(x, graph, tile_h=64, tile_w=64, halo=16, use_stems=False)
     assert np.abs(a.astype(int) - b).max() <= 1
 
@@ -399,7 +429,28 @@ def test_the_stylizer_gives_memory_back_between_steps_only_where_the_budget_need
     assert len(released) == 1
     with Stylizer.open(vivid_exact_onnx, device="cpu", memory_limit="100M") as s:
         s.stylize(x)  # tiled by the budget: the statistics pass and a tile would not fit it together
-    assert seen == [False, False, False, True] and len(released) == 1 + 3
+    # given back before the statistics pass (what an earlier image kept: OpenVINO's apply graph), after it,
+    # after the stems and after the tiles
+    assert seen == [False, False, False, True] and len(released) == 1 + 4
+
+
+def test_under_a_budget_the_copy_is_sized_by_the_statistics_graphs_cost(vivid_exact_onnx, make_image, monkeypatch):
+    """The pass over the copy runs the statistics graph, which needs less memory per pixel than the tiling
+    graph: under a budget that bounds the copy, the copy gets the pixels the statistics graph's cost allows."""
+    import nst_runtime.stylizer as stylizer_module
+    from nst_runtime.memory import STATS_CALL_COST, TILING_CALL_COST
+
+    seen: list[int] = []
+    real = stylizer_module.stylize_fast
+    monkeypatch.setattr(stylizer_module, "stylize_fast",
+                        lambda *a, **k: (seen.append(k["stats_pixels"]), real(*a, **k))[1])
+    x = make_image(1024, 1024, seed=18)
+    with Stylizer.open(vivid_exact_onnx, device="cpu", backend="onnxruntime", memory_limit="300M") as s:
+        s.stylize(x)
+        budget = s._call_budget()
+    want = STATS_CALL_COST["onnxruntime"].pixels_within(budget)
+    assert want < 1024 * 1024 // 4  # the budget bounds the copy
+    assert seen == [want] and want > TILING_CALL_COST["onnxruntime"].pixels_within(budget)
 
 
 @settings(max_examples=60, deadline=None)
@@ -437,6 +488,163 @@ def test_an_openvino_tiling_graph_that_cannot_load_falls_back_to_onnx_runtime(vi
             out = s.stylize(x)
         assert s._tiling_graph().backend == "onnxruntime" and s.tiling_mode == "fast"
     assert out.shape == x.shape and "runs on ONNX Runtime instead" in caplog.text
+
+
+def test_openvino_keeps_the_last_baked_apply_graph_until_the_next_image_or_a_release(vivid_exact_onnx, make_image):
+    """The apply graph compiled with one image's statistics stays alive until the next image's is compiled (its
+    first tile is then 0.9 s faster on a 2000x3000 photo, docs/runtime.md) and goes when the graph releases
+    its memory (before an untiled call under a budget)."""
+    pytest.importorskip("openvino")
+    import gc
+    import weakref
+
+    from nst_runtime.tiling import estimate_statistics, open_tiling_graph, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"], backend="openvino")
+    x = make_image(64, 96, seed=15)
+    mean, var, _ = estimate_statistics(x, g, max_pixels=64 * 96 // 4)
+    apply = g.applier(mean, var)
+    apply(x)
+    first = weakref.ref(g._last_baked)
+    del apply
+    gc.collect()
+    assert first() is not None  # kept after the image's apply function is gone
+    g.applier(mean * 0.5, var)(x)
+    gc.collect()
+    assert first() is None and g._last_baked is not None  # replaced by the next image's
+    second = weakref.ref(g._last_baked)
+    g.release_memory()
+    gc.collect()
+    assert second() is None
+
+
+def test_onnx_runtime_stems_give_their_arena_back_after_each_pass(vivid_exact_onnx, make_image):
+    """On ONNX Runtime's CPU the stems run with the memory arena (calls after the first reuse its pages), and
+    the last call of each stem pass, in fast and in exact mode, asks for it to be shrunk, so that it never
+    sits beside the next pass; the apply graph and the tiling graph run without it."""
+    from nst_runtime.tiling import STEM_KEY, open_tiling_graph, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"])
+    assert g._arena_keys == {STEM_KEY.format(depth=1), STEM_KEY.format(depth=2)}
+    calls: list[tuple[int, bool]] = []
+
+    class Recording:
+        def __init__(self, depth, session):
+            self.depth, self.session = depth, session
+
+        def get_inputs(self):
+            return self.session.get_inputs()
+
+        def run(self, names, feed, options=None):
+            shrink = options is not None and \
+                options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+            calls.append((self.depth, shrink))
+            return self.session.run(names, feed, options)
+
+    for depth in (1, 2):
+        g._embedded[STEM_KEY.format(depth=depth)] = Recording(depth, g._opened(STEM_KEY.format(depth=depth)))
+    x = make_image(96, 128, seed=16)
+    for run in (lambda: stylize_fast(x, g, tile_h=64, tile_w=64, halo=16),
+                lambda: stylize_exact(x, g, tile_h=64, tile_w=64, halo=16)):
+        calls.clear()
+        run()
+        for depth in (1, 2):
+            shrinks = [shrink for d, shrink in calls if d == depth]
+            assert len(shrinks) > 1 and shrinks == [False] * (len(shrinks) - 1) + [True]
+
+
+def test_a_stem_core_outside_its_window_or_off_the_grid_is_refused(graph, make_image):
+    from nst_runtime.errors import UsageError
+
+    window = make_image(24, 40, seed=19)
+    mean, var = np.zeros(1600, np.float32), np.ones(1600, np.float32)
+    assert graph.run_stem(1, window, (0, 0, 24, 40), mean, var)[0][0] == 24 * 40
+    for box in ((4, 8, 28, 40), (0, 0, 24, 44), (8, 8, 8, 40), (2, 0, 22, 40), (0, 4, 24, 38), (-4, 0, 20, 40)):
+        with pytest.raises(UsageError, match="stem core"):
+            graph.run_stem(1, window, box, mean, var)
+
+
+def test_a_stem_pass_that_stops_early_closes_the_sessions_holding_an_arena(vivid_exact_onnx, make_image):
+    """The arena is shrunk by a pass's last call; a pass cancelled before it (here by the progress callback)
+    closes the stem sessions instead, and the next image reopens them."""
+    from nst_runtime.tiling import STEM_KEY, open_tiling_graph, stem_statistics, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"])
+    x = make_image(96, 128, seed=20)
+    plan, _ = plan_fast_tiles(96, 128, tile_h=64, tile_w=64, halo=16)
+    mean, var = np.zeros(1600, np.float32), np.ones(1600, np.float32)
+
+    def cancel():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stem_statistics(x, g, plan, mean, var, on_call=cancel)
+    assert not {STEM_KEY.format(depth=1), STEM_KEY.format(depth=2)} & set(g._embedded)
+    again = stem_statistics(x, g, plan, mean, var)
+    fresh = stem_statistics(x, open_tiling_graph(tiling_graph_path(vivid_exact_onnx),
+                                                 providers=["CPUExecutionProvider"]), plan, mean, var)
+    np.testing.assert_array_equal(again[0], fresh[0])
+
+
+def test_the_last_stem_call_gives_onnx_runtimes_arena_back(vivid_exact_onnx):
+    """Measured in a fresh process: after a stem pass's last call the stems' arena is given back (resident
+    memory falls back near where it was before the pass), after the others it is kept."""
+    import json
+    import subprocess
+    import sys
+
+    from nst_runtime.tiling import tiling_graph_path
+
+    code = r"""
+import json, sys
+import numpy as np
+from pathlib import Path
+from nst_runtime.tiling import open_tiling_graph
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+g = open_tiling_graph(Path(sys.argv[1]), providers=["CPUExecutionProvider"])
+w = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+m, v = np.zeros(1600, np.float32), np.ones(1600, np.float32)
+g.run_stem(2, w[:64, :64], (0, 0, 64, 64), m, v, last=True)
+before = rss()
+g.run_stem(2, w, (0, 0, 1024, 1024), m, v)
+g.run_stem(2, w, (0, 0, 1024, 1024), m, v)
+kept = rss()
+g.run_stem(2, w, (0, 0, 1024, 1024), m, v, last=True)
+print(json.dumps({"before": before, "kept": kept, "after": rss()}))
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tiling_graph_path(vivid_exact_onnx))],
+                         capture_output=True, text=True, timeout=120, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    grown = r["kept"] - r["before"]
+    assert grown > 100 << 20  # the arena holds the calls' buffers between them
+    assert r["after"] - r["before"] < grown / 4
+
+
+def test_stems_exported_with_a_mask_input_get_the_core_as_a_mask(graph, make_image):
+    """Stems exported before the core box took a mask (1 on the core): they get the same core that way."""
+    from types import SimpleNamespace
+
+    from nst_runtime.tiling import STEM_KEY, TilingGraph
+
+    fed = []
+
+    class MaskStem:
+        def get_inputs(self):
+            return [SimpleNamespace(name=n) for n in ("input", "mask")]
+
+        def run(self, names, feed):
+            fed.append(feed)
+            return [np.ones((1, 1), np.float32), np.zeros((1, 32), np.float32), np.zeros((1, 32), np.float32)]
+
+    g = TilingGraph(graph._session, graph.path, open_embedded=lambda data, key: MaskStem())
+    g._embedded_data = {STEM_KEY.format(depth=1): ""}
+    window = make_image(24, 40, seed=17)
+    g.run_stem(1, window, (4, 8, 20, 32), np.zeros(1600, np.float32), np.ones(1600, np.float32))
+    mask = fed[0]["mask"]
+    assert "core" not in fed[0] and mask.shape == (1, 24, 40)
+    assert mask.sum() == 16 * 24 and mask[0, 4:20, 8:32].min() == 1.0
 
 
 def test_a_baked_copy_refuses_inputs_the_graph_does_not_have(vivid_exact_onnx):
