@@ -42,8 +42,9 @@ downscaled copy gets most wrong. It also carries the *apply graph* (``nst.tiling
 :func:`build_apply_module`): the network normalizing with given statistics and computing nothing else, for
 fast tiling's last pass, and the *statistics graph* (``nst.tiling.stats``; :func:`build_stats_module`): the
 network normalizing with each layer's own statistics and reporting them, for fast tiling's pass over the
-downscaled copy (no mask, no output image: a third of the tiling graph's time saved there). Each carries a copy
-of the weights: the file is about 3.8 times the deploy graph's size. They live inside this file so that its hash covers them and nothing else has to be shipped; all of them are
+downscaled copy (no mask, no output image: on OpenVINO a quarter of the tiling graph's time saved there).
+Each carries a copy of the weights: the file is about 3.8 times the deploy graph's size. They live inside
+this file so that its hash covers them and nothing else has to be shipped; all of them are
 checked against PyTorch with the rest (:func:`check_tiling_graph`).
 """
 
@@ -202,7 +203,7 @@ def build_stem_module(net: Any, depth: int) -> Any:
     over the core (at its stride), as the tiling graph reports them.
 
     The core is a box that the graph slices, not a mask it multiplies by: on OpenVINO a mask broadcast over
-    the channels makes every convolution's output change memory layout before it is reduced (a third of
+    the channels makes every convolution's output change memory layout before it is reduced (a fifth of
     the stems' time, docs/runtime.md)."""
     import torch
     import torch.nn.functional as F
