@@ -7,7 +7,7 @@ resident memory of whole stylizations under the default budget. Every measuremen
 
 ``per-pixel``: for each backend (``onnxruntime``, ``openvino``, and ``tiling`` / ``tiling-openvino``: the tiling
 graph beside the model on ONNX Runtime / OpenVINO, its statistics pass; ``tiling-apply`` / ``tiling-openvino-apply``:
-two tiles of fast tiling's last pass) and size, a process opens the model with no budget, runs one warm-up call on a small image, then one
+two tiles of fast tiling's last pass, ``tiling-apply-arena`` with ONNX Runtime's arena) and size, a process opens the model with no budget, runs one warm-up call on a small image, then one
 call of that size; bytes/pixel = (peak during the call - resident before it) / pixels, the peak being Linux's
 ``VmHWM`` reset just before the call (``/proc/self/clear_refs``), so a higher peak while loading the model does
 not hide the call's. ``budget``: a process opens the model
@@ -54,12 +54,13 @@ if backend.startswith("tiling"):
                           backend="openvino" if "openvino" in backend else "onnxruntime")
     stats = whole_image_statistics(np.zeros((32, 32, 3), np.uint8), g)
     x = np.ascontiguousarray(x[: h - h % 4, : w - w % 4])
-    if backend.endswith("-apply"):
-        g.applier(*stats)(np.zeros((32, 32, 3), np.uint8))
+    arena = backend.endswith("-arena")
+    if "-apply" in backend:
+        g.applier(*stats, arena=arena)(np.zeros((32, 32, 3), np.uint8), last=True)
     before = reset_peak()
     t = time.perf_counter()
-    if backend.endswith("-apply"):
-        apply = g.applier(*stats)
+    if "-apply" in backend:
+        apply = g.applier(*stats, arena=arena)
         apply(x)
         apply(x)
     else:

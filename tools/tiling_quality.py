@@ -190,9 +190,11 @@ def _settings(args: argparse.Namespace) -> dict:
         tiling.DEFAULT_FAST_STATS = args.stats
     if args.no_stems:
         tiling.FAST_STEMS = False
+    if args.no_apply_arena:  # the last pass without ONNX Runtime's arena (as before it was used)
+        tiling.TilingGraph.has_apply_arena = property(lambda self: False)
     halo = tiling.DEFAULT_FAST_HALO if args.halo is None else args.halo
     return {"tile": args.tile, "halo": halo, "stats": tiling.DEFAULT_FAST_STATS, "stats_share": tiling.FAST_STATS_SHARE,
-            "stems": tiling.FAST_STEMS}
+            "stems": tiling.FAST_STEMS, "apply_arena": not args.no_apply_arena}
 
 
 def pixels(args: argparse.Namespace) -> dict:
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats-share", type=float, help="statistics pass's share of the pixels (default: the runtime's)")
     p.add_argument("--no-stems", action="store_true", help="fast mode without the stems (every layer's "
                    "statistics estimated from the copy; the mode before the stems)")
+    p.add_argument("--no-apply-arena", action="store_true", help="fast mode's last pass without ONNX Runtime's "
+                   "memory arena (the arena is used where it fits the budget)")
     p.add_argument("--no-exact", action="store_true", help="quality: skip the exact mode (16 passes)")
     p.add_argument("--no-random", action="store_true", help="quality: skip the random network")
     p.add_argument("--size", default="2000x3000", help="speed: image HxW")

@@ -22,7 +22,9 @@ FP32, 2 CPU cores; ``tools/memory_per_pixel.py per-pixel`` reproduces them:
   back after its statistics pass where that pass and a tile could not both fit the budget. What fast tiling
   runs besides, measured at 1024² the same way: the stems 389 / 394 B/px on OpenVINO (kept after the call
   too), 261 B/px on ONNX Runtime; the apply graph 665 B/px on OpenVINO (statistics baked in; freed with the
-  per-image model), 794 B/px on ONNX Runtime: all under the tiling graph's model, which sizes the tiles.
+  per-image model), 794 B/px on ONNX Runtime: all under the tiling graph's model, which sizes the tiles. On
+  ONNX Runtime the apply graph runs with the memory arena where its larger cost fits the budget
+  (:data:`APPLY_ARENA_CALL_COST`, up to 1851 B/px measured).
 
 Every model is an upper bound of the measurements it was fitted to. GPU backends keep activations in device
 memory: on the host a call costs the uint8 input and output and a few copies of the image
@@ -69,6 +71,14 @@ TILING_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 930)
 #: ``tools/memory_per_pixel.py per-pixel --backends tiling,tiling-openvino --sizes 1016x1024,2048``: ONNX Runtime
 #: 866 / 769 B/px, OpenVINO 1388 / 1382 B/px
 STATS_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 870), "openvino": CallCost(32 << 20, 1400)}
+#: fast tiling's last pass on ONNX Runtime's CPU with its memory arena (nst_runtime.tiling.open_tiling_graph):
+#: the arena rounds its growth up to powers of two, so the peak per pixel swings with the window's size. Measured
+#: with ``tools/memory_per_pixel.py per-pixel --backends tiling-apply-arena`` (two calls of one window): 1134 /
+#: 1029 / 858 / 900 / 1388 / 1235 / 989 / 1851 / 1627 B/px at 512² / 768² / 1016x1024 / 1300² / 1448² / 1536² /
+#: 1800² / 2048² / 2300², 858 at 1080x1920, 1386 at 1024x2048, 920 at 1400x2600 (without the arena 790-1214).
+#: Fast tiling runs the last pass in the arena only where this cost fits the budget; the tiles are still sized
+#: by TILING_CALL_COST, so the arena never makes them smaller
+APPLY_ARENA_CALL_COST = CallCost(160 << 20, 2000)
 #: network families whose cost differs from TransformerNet's, by (family, backend). AdaIN (Huang & Belongie:
 #: VGG-19 encoder to relu4_1, 64 float32 channels at full resolution, and a decoder back up), measured like the
 #: table above (``tools/memory_per_pixel.py per-pixel --model adain.onnx --backends onnxruntime,adain-style,

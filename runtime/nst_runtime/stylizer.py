@@ -28,7 +28,14 @@ from .images import (
     pil_to_planes,
     read_image,
 )
-from .memory import CallCost, call_cost, format_bytes, largest_tile_side, resolve_memory_limit
+from .memory import (
+    APPLY_ARENA_CALL_COST,
+    CallCost,
+    call_cost,
+    format_bytes,
+    largest_tile_side,
+    resolve_memory_limit,
+)
 from .pipeline import Stage, run_pipeline
 from .sidecar import Sidecar
 from .steps import StepKwargs, StepPlan, fit_plane
@@ -548,9 +555,13 @@ class Stylizer:
                 stats_pixels = min(stats_pixels, stats_cost.pixels_within(budget))
             # what the statistics pass leaves allocated (OpenVINO) beside a tile's call: give it back between
             # the steps only where both together could pass the budget (giving back costs the next image time)
-            held = stats_cost.bytes_for(stats_pixels) + cost.bytes_for(min(limit_h, ph) * min(limit_w, pw))
+            window = min(limit_h, ph) * min(limit_w, pw)
+            held = stats_cost.bytes_for(stats_pixels) + cost.bytes_for(window)
+            # ONNX Runtime's arena speeds up the tiles (their buffers reused, not fresh pages) where its larger
+            # peak fits; the tiles are not made smaller for it
+            apply_arena = budget is None or APPLY_ARENA_CALL_COST.bytes_for(window) <= budget
             out = stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
-                               stats_pixels=stats_pixels, on_tile=on_tile,
+                               stats_pixels=stats_pixels, on_tile=on_tile, apply_arena=apply_arena,
                                release_memory=budget is not None and held > budget)
             # what the graphs keep would sit beside the next untiled call's budget: given back before that call
             self._tiling_holds = budget is not None

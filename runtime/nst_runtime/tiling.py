@@ -34,6 +34,9 @@ import numpy as np
 
 from .errors import ModelFileError, UsageError
 
+#: fast tiling's last pass: ``apply(window, last=False)`` -> the stylized window (``last``: the pass's last call)
+Applier = Callable[..., np.ndarray]
+
 logger = logging.getLogger(__name__)
 
 #: tile windows and cores start and end at multiples of this (the network's two stride-2 convolutions)
@@ -58,6 +61,9 @@ APPLY_KEY = "nst.tiling.apply"
 #: layer with its input's own statistics and reporting them, nothing else (no mask, no output image): fast
 #: tiling's pass over the downscaled copy (OpenVINO 1.6 s/MP against the tiling graph's 2.2; docs/runtime.md)
 STATS_KEY = "nst.tiling.stats"
+#: the apply graph again, opened with ONNX Runtime's CPU arena: fast tiling's last pass where the arena's
+#: larger peak fits the budget (nst_runtime.memory.APPLY_ARENA_CALL_COST; open_tiling_graph)
+APPLY_ARENA_KEY = APPLY_KEY + "+arena"
 #: TransformerNet's InstanceNorm layers in forward order (used when the graph's metadata does not say)
 NORM_CHANNELS = (32, 64, 128) + (128,) * 10 + (64, 32)
 _MODEL_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
@@ -311,6 +317,8 @@ class TilingGraph:
             for key in (APPLY_KEY, STATS_KEY):
                 if meta.get(key):
                     self._embedded_data[key] = meta[key]
+            if meta.get(APPLY_KEY) and APPLY_ARENA_KEY in arena_keys:
+                self._embedded_data[APPLY_ARENA_KEY] = meta[APPLY_KEY]
         self._open_embedded = open_embedded
         # embedded graphs opened with ONNX Runtime's CPU arena (the stems: see open_tiling_graph), whose arena
         # is shrunk after the last call of each pass (run options), so it never sits beside the next pass
@@ -342,19 +350,30 @@ class TilingGraph:
         """The graph carries an apply graph (exports since it was added)."""
         return APPLY_KEY in self._embedded_data
 
-    def applier(self, mean: np.ndarray, var: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """A function window (uint8 HxWx3) -> stylized window, normalizing every layer with ``mean``/``var``:
-        the apply graph (on OpenVINO compiled with the statistics as constants, which it folds into the
-        convolutions), or the tiling graph itself where there is no apply graph."""
+    @property
+    def has_apply_arena(self) -> bool:
+        """The apply graph can run with ONNX Runtime's CPU arena (:meth:`applier` ``arena=True``)."""
+        return APPLY_ARENA_KEY in self._embedded_data
+
+    def applier(self, mean: np.ndarray, var: np.ndarray, *, arena: bool = False) -> Applier:
+        """A function ``(window, last=False)`` (window uint8 HxWx3) -> stylized window, normalizing every layer
+        with ``mean``/``var``: the apply graph (on OpenVINO compiled with the statistics as constants, which it
+        folds into the convolutions), or the tiling graph itself where there is no apply graph. ``arena``: on
+        ONNX Runtime's CPU, run with its memory arena (:attr:`has_apply_arena`; faster, more memory: see
+        :func:`open_tiling_graph`), given back by the call with ``last=True``."""
         if not self.has_apply:
             return _plain_applier(self, mean, var)
-        session = self._opened(APPLY_KEY)
+        key = APPLY_ARENA_KEY if arena and self.has_apply_arena else APPLY_KEY
+        session = self._opened(key)
         stats = {"norm_mean": np.ascontiguousarray(mean, np.float32), "norm_var": np.ascontiguousarray(var, np.float32)}
         if hasattr(session, "bake"):
             baked = session.bake(stats)
             self._last_baked = baked  # the one before it goes only now (see __init__)
-            return lambda w: baked.run(None, {"input": w[None]})[0][0]
-        return lambda w: session.run(None, {"input": w[None], **stats})[0][0]
+            return lambda w, last=False: baked.run(None, {"input": w[None]})[0][0]
+        if key in self._arena_keys:
+            return lambda w, last=False: session.run(None, {"input": w[None], **stats},
+                                                     _shrink_arena() if last else None)[0][0]
+        return lambda w, last=False: session.run(None, {"input": w[None], **stats})[0][0]
 
     @property
     def has_stats(self) -> bool:
@@ -374,7 +393,8 @@ class TilingGraph:
         """Open the stems and the apply graph now (they are otherwise opened on first use): a graph that
         cannot load fails here, where the caller can fall back, not in the middle of an image."""
         for key in self._embedded_data:
-            self._opened(key)
+            if key != APPLY_ARENA_KEY:  # the same graph as APPLY_KEY, opened only if a budget lets it run
+                self._opened(key)
         return self
 
     def release_memory(self) -> None:
@@ -477,10 +497,13 @@ def open_tiling_graph(
     # (TilingGraph.run_stem): without it every call takes its buffers from fresh pages (a 2000x3000 photo:
     # the stems' 12 calls 3.6 s, with it 2.7). Measured 0.28-0.66 KB per pixel at 1-9 MP windows (without
     # the arena 0.26), below the tiling cost the budget sizes the tiles by (TILING_CALL_COST, 930 B/px), and
-    # the arena is empty again before the next pass. The apply graph would gain 10% the same way but take
-    # 0.8-1.9 KB per pixel (the arena rounds its growth up to powers of two): not used
+    # the arena is empty again before the next pass. The apply graph gains the same way (six 1 MP tiles 16.0 s,
+    # with the arena 13.4) but takes up to twice the memory (the arena rounds its growth up to powers of two:
+    # APPLY_ARENA_CALL_COST), so fast tiling opens it with the arena only where that fits the budget (the tiles
+    # are still sized by TILING_CALL_COST: the arena never makes them smaller)
     cpu_only = [p if isinstance(p, str) else p[0] for p in chosen] == ["CPUExecutionProvider"]
-    arena_keys = frozenset(STEM_KEY.format(depth=d) for d in range(1, STEM_DEPTH + 1)) if cpu_only else frozenset()
+    arena_keys = frozenset([*(STEM_KEY.format(depth=d) for d in range(1, STEM_DEPTH + 1)), APPLY_ARENA_KEY]) \
+        if cpu_only else frozenset()
 
     def open_embedded(data: bytes, key: str) -> Any:  # part of the file whose hash was just checked
         arena = key in arena_keys
@@ -765,8 +788,9 @@ def stem_statistics(padded: np.ndarray, graph: TilingGraph, plan: Sequence[CoreT
 
 @contextlib.contextmanager
 def _arenas_dropped_on_failure(graph: Any) -> Iterator[None]:
-    """A stem pass shrinks ONNX Runtime's arena on its last call; one that stops before it (an error, a
-    progress callback that cancels) closes the sessions holding an arena instead, so it is not kept."""
+    """A stem pass or fast tiling's last pass shrinks ONNX Runtime's arena on its last call; one that stops
+    before it (an error, a progress callback that cancels) closes the sessions holding an arena instead, so it
+    is not kept."""
     try:
         yield
     except BaseException:
@@ -785,7 +809,8 @@ def fast_stats_pixels(height: int, width: int, *, share: float | None = None) ->
 def stylize_fast(
     rgb: np.ndarray, graph: TilingGraph, *, tile_h: int, tile_w: int, halo: int = DEFAULT_FAST_HALO,
     min_halo: int = FAST_MIN_HALO, stats_pixels: int | None = None, stats: str | None = None,
-    use_stems: bool | None = None, release_memory: bool = False, on_tile: Callable[[int, int], None] | None = None,
+    use_stems: bool | None = None, release_memory: bool = False, apply_arena: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Stylize ``rgb`` in tiles with whole-image statistics *estimated* in one pass over at most
     ``stats_pixels`` pixels (default :func:`fast_stats_pixels`) sampled by ``stats`` (default
@@ -796,7 +821,9 @@ def stylize_fast(
     :func:`stylize_exact`; ``on_tile(done, total)`` after each network call. ``release_memory``: let the
     graphs give back what they keep between calls after each step (OpenVINO keeps a call's intermediate
     tensors: the statistics pass's would otherwise sit beside the tiles'), for when the memory budget binds;
-    it costs the next image about 2 s on a 2000x3000 photo (docs/runtime.md)."""
+    it costs the next image about 2 s on a 2000x3000 photo (docs/runtime.md). ``apply_arena``: the last pass
+    runs with ONNX Runtime's CPU arena where the graph can (:meth:`TilingGraph.applier`), for when its larger
+    peak fits the budget; the last tile gives the arena back."""
     h, w = rgb.shape[:2]
     padded = pad_to_multiple(rgb)
     ph, pw = padded.shape[:2]
@@ -833,19 +860,22 @@ def stylize_fast(
         mean, var = stem_statistics(padded, graph, plan, mean, var, on_call=called)
         release()
     out = np.empty_like(padded)
-    apply = graph.applier(mean, var) if hasattr(graph, "applier") else _plain_applier(graph, mean, var)
-    for t in plan:
-        _keep_core(out, t, apply(_window_of(padded, t)))
-        called()
+    apply = graph.applier(mean, var, arena=apply_arena) if hasattr(graph, "applier") else \
+        _plain_applier(graph, mean, var)
+    with _arenas_dropped_on_failure(graph):
+        for i, t in enumerate(plan):
+            _keep_core(out, t, apply(_window_of(padded, t), last=i == len(plan) - 1))
+            called()
     del apply  # a baked OpenVINO model stays with the graph until the next image's (release() drops it)
     release()
     return out[:h, :w]
 
 
-def _plain_applier(graph: Any, mean: np.ndarray, var: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+def _plain_applier(graph: Any, mean: np.ndarray, var: np.ndarray) -> Applier:
     """The tiling graph itself as the last pass (graph objects without :meth:`TilingGraph.applier`)."""
     ones: dict[tuple[int, int], np.ndarray] = {}
-    return lambda w: graph.run(w, ones.setdefault(w.shape[:2], np.ones(w.shape[:2], np.float32)), mean, var)[0]
+    return lambda w, last=False: graph.run(w, ones.setdefault(w.shape[:2], np.ones(w.shape[:2], np.float32)),
+                                           mean, var)[0]
 
 
 def find_tiling_graph(model: str | os.PathLike[str]) -> Path | None:

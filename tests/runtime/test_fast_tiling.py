@@ -521,11 +521,11 @@ def test_openvino_keeps_the_last_baked_apply_graph_until_the_next_image_or_a_rel
 def test_onnx_runtime_stems_give_their_arena_back_after_each_pass(vivid_exact_onnx, make_image):
     """On ONNX Runtime's CPU the stems run with the memory arena (calls after the first reuse its pages), and
     the last call of each stem pass, in fast and in exact mode, asks for it to be shrunk, so that it never
-    sits beside the next pass; the apply graph and the tiling graph run without it."""
-    from nst_runtime.tiling import STEM_KEY, open_tiling_graph, tiling_graph_path
+    sits beside the next pass; the tiling graph runs without it, the apply graph only when asked (next test)."""
+    from nst_runtime.tiling import APPLY_ARENA_KEY, STEM_KEY, open_tiling_graph, tiling_graph_path
 
     g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"])
-    assert g._arena_keys == {STEM_KEY.format(depth=1), STEM_KEY.format(depth=2)}
+    assert g._arena_keys == {STEM_KEY.format(depth=1), STEM_KEY.format(depth=2), APPLY_ARENA_KEY}
     calls: list[tuple[int, bool]] = []
 
     class Recording:
@@ -551,6 +551,103 @@ def test_onnx_runtime_stems_give_their_arena_back_after_each_pass(vivid_exact_on
         for depth in (1, 2):
             shrinks = [shrink for d, shrink in calls if d == depth]
             assert len(shrinks) > 1 and shrinks == [False] * (len(shrinks) - 1) + [True]
+
+
+class _ShrinkRecording:
+    """An ONNX Runtime session that records, per call, whether the run options asked to shrink the arena."""
+
+    def __init__(self, session, calls):
+        self.session, self.calls = session, calls
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def run(self, names, feed, options=None):
+        self.calls.append(options is not None and
+                          options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0")
+        return self.session.run(names, feed, options)
+
+
+def test_the_last_pass_runs_with_onnx_runtimes_arena_when_asked_and_gives_it_back(vivid_exact_onnx, make_image):
+    """``apply_arena``: fast tiling's last pass runs the apply graph in a session with ONNX Runtime's CPU arena
+    (the tiles after the first reuse its pages: faster), the last tile asks for it to be shrunk, and the output
+    is the same as without it; neither ``prepare`` nor a pass without ``apply_arena`` opens that session."""
+    from nst_runtime.tiling import APPLY_ARENA_KEY, APPLY_KEY, open_tiling_graph, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"]).prepare()
+    assert g.has_apply_arena and APPLY_KEY in g._embedded and APPLY_ARENA_KEY not in g._embedded
+    x = make_image(96, 128, seed=21)
+    plain = stylize_fast(x, g, tile_h=64, tile_w=64, halo=16)
+    assert APPLY_KEY in g._embedded and APPLY_ARENA_KEY not in g._embedded
+    arena_session = g._opened(APPLY_ARENA_KEY)
+    assert arena_session.get_session_options().enable_cpu_mem_arena
+    assert not g._opened(APPLY_KEY).get_session_options().enable_cpu_mem_arena
+    calls: list[bool] = []
+    g._embedded[APPLY_ARENA_KEY] = _ShrinkRecording(arena_session, calls)
+    with_arena = stylize_fast(x, g, tile_h=64, tile_w=64, halo=16, apply_arena=True)
+    np.testing.assert_array_equal(with_arena, plain)
+    tiles = len(plan_fast_tiles(96, 128, tile_h=64, tile_w=64, halo=16)[0])
+    assert tiles > 1 and calls == [False] * (tiles - 1) + [True]
+
+
+def test_the_arena_is_onnx_runtime_cpu_only_and_others_ignore_the_request(vivid_exact_onnx, make_image):
+    """OpenVINO has no such arena: ``apply_arena`` changes nothing there (same output, no extra session)."""
+    pytest.importorskip("openvino")
+    from nst_runtime.tiling import APPLY_ARENA_KEY, open_tiling_graph, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"], backend="openvino")
+    assert not g.has_apply_arena
+    x = make_image(96, 128, seed=22)
+    a = stylize_fast(x, g, tile_h=64, tile_w=64, halo=16)
+    b = stylize_fast(x, g, tile_h=64, tile_w=64, halo=16, apply_arena=True)
+    np.testing.assert_array_equal(a, b)
+    assert APPLY_ARENA_KEY not in g._embedded
+
+
+def test_a_last_pass_that_stops_early_closes_the_arena_session(vivid_exact_onnx, make_image):
+    """A fast tiling cancelled during its last pass (before the tile that shrinks the arena) closes the apply
+    graph's arena session; the next image reopens it and comes out the same as on a fresh graph."""
+    from nst_runtime.tiling import APPLY_ARENA_KEY, open_tiling_graph, tiling_graph_path
+
+    path = tiling_graph_path(vivid_exact_onnx)
+    g = open_tiling_graph(path, providers=["CPUExecutionProvider"])
+    x = make_image(96, 128, seed=23)
+
+    def cancel_after_the_first_tile(done, total):
+        if done == 2:  # the statistics pass, then one tile
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stylize_fast(x, g, tile_h=64, tile_w=64, halo=16, use_stems=False, apply_arena=True,
+                     on_tile=cancel_after_the_first_tile)
+    assert APPLY_ARENA_KEY not in g._embedded
+    again = stylize_fast(x, g, tile_h=64, tile_w=64, halo=16, apply_arena=True)
+    fresh = stylize_fast(x, open_tiling_graph(path, providers=["CPUExecutionProvider"]), tile_h=64, tile_w=64,
+                         halo=16)
+    np.testing.assert_array_equal(again, fresh)
+
+
+def test_the_stylizer_runs_the_last_pass_in_the_arena_only_where_its_cost_fits_the_budget(
+        vivid_exact_onnx, make_image, monkeypatch):
+    """The arena's peak is up to twice the apply graph's (APPLY_ARENA_CALL_COST): the stylizer asks for it where
+    a window at that cost fits the call budget (or there is no budget), and never shrinks the tiles for it."""
+    import nst_runtime.stylizer as stylizer_module
+    from nst_runtime.memory import APPLY_ARENA_CALL_COST, TILING_CALL_COST
+
+    seen: list[tuple[bool, int]] = []
+    real = stylizer_module.stylize_fast
+    monkeypatch.setattr(stylizer_module, "stylize_fast",
+                        lambda *a, **k: (seen.append((k["apply_arena"], k["tile_h"])), real(*a, **k))[1])
+    x = make_image(512, 512, seed=24)
+    window = 256 * 256
+    fits = APPLY_ARENA_CALL_COST.bytes_for(window)
+    tight = (TILING_CALL_COST["onnxruntime"].bytes_for(window) + fits) // 2  # the tile fits, the arena does not
+    for limit, want in (("none", True), (fits + (1 << 20), True), (tight, False)):
+        seen.clear()
+        with Stylizer.open(vivid_exact_onnx, device="cpu", backend="onnxruntime", tile=256,
+                           memory_limit=limit) as s:
+            s.stylize(x)
+        assert seen == [(want, 256)], limit
 
 
 def test_a_stem_core_outside_its_window_or_off_the_grid_is_refused(graph, make_image):
@@ -586,9 +683,11 @@ def test_a_stem_pass_that_stops_early_closes_the_sessions_holding_an_arena(vivid
     np.testing.assert_array_equal(again[0], fresh[0])
 
 
-def test_the_last_stem_call_gives_onnx_runtimes_arena_back(vivid_exact_onnx):
-    """Measured in a fresh process: after a stem pass's last call the stems' arena is given back (resident
-    memory falls back near where it was before the pass), after the others it is kept."""
+@pytest.mark.parametrize("graph_kind", ["stem", "apply"])
+def test_the_last_call_gives_onnx_runtimes_arena_back(vivid_exact_onnx, graph_kind):
+    """Measured in a fresh process: after a pass's last call (a stem's, or fast tiling's last pass with the
+    arena) the arena is given back (resident memory falls back near where it was before the pass), after the
+    others it is kept."""
     import json
     import subprocess
     import sys
@@ -606,15 +705,19 @@ def rss():
 g = open_tiling_graph(Path(sys.argv[1]), providers=["CPUExecutionProvider"])
 w = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
 m, v = np.zeros(1600, np.float32), np.ones(1600, np.float32)
-g.run_stem(2, w[:64, :64], (0, 0, 64, 64), m, v, last=True)
+if sys.argv[2] == "stem":
+    call = lambda x, last=False: g.run_stem(2, x, (0, 0, *x.shape[:2]), m, v, last=last)
+else:
+    call = g.applier(m, v, arena=True)
+call(w[:64, :64], last=True)
 before = rss()
-g.run_stem(2, w, (0, 0, 1024, 1024), m, v)
-g.run_stem(2, w, (0, 0, 1024, 1024), m, v)
+call(w)
+call(w)
 kept = rss()
-g.run_stem(2, w, (0, 0, 1024, 1024), m, v, last=True)
+call(w, last=True)
 print(json.dumps({"before": before, "kept": kept, "after": rss()}))
 """
-    out = subprocess.run([sys.executable, "-c", code, str(tiling_graph_path(vivid_exact_onnx))],
+    out = subprocess.run([sys.executable, "-c", code, str(tiling_graph_path(vivid_exact_onnx)), graph_kind],
                          capture_output=True, text=True, timeout=120, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     grown = r["kept"] - r["before"]

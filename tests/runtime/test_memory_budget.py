@@ -121,8 +121,9 @@ def reset_peak():
     return _status("VmRSS:")
 def peak():
     return _status("VmHWM:")
-model, backend, size, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-with Stylizer.open(model, device="cpu", backend=backend, memory_limit=limit) as s:
+model, backend, size, limit, tile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+with Stylizer.open(model, device="cpu", backend=backend, memory_limit=limit,
+                   tile=None if tile == "none" else int(tile)) as s:
     s.tiling_mode  # opens the tiling graph now: its weights are not part of a call's peak
     s.stylize(np.zeros((32, 32, 3), np.uint8))
     x = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
@@ -130,13 +131,15 @@ with Stylizer.open(model, device="cpu", backend=backend, memory_limit=limit) as 
     out = s.stylize(x)
     after = peak()
     estimate = s.estimate_call_bytes(1, size, size)
+    embedded = getattr(s._tiling, "_embedded", {})
 print(json.dumps({"growth": after - before, "estimate": estimate, "limit": s.memory_limit,
-                  "shape": list(out.shape)}))
+                  "shape": list(out.shape), "apply_arena": "nst.tiling.apply+arena" in embedded}))
 """
 
 
-def _peak_growth(model, backend: str, size: int, limit: str) -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, str(model), backend, str(size), limit], capture_output=True,
+def _peak_growth(model, backend: str, size: int, limit: str, tile: int | None = None) -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, str(model), backend, str(size), limit, str(tile).lower()],
+                         capture_output=True,
                          text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -169,4 +172,16 @@ def test_peak_memory_stays_within_the_budget(vivid_exact_onnx):
           f"budget 400 MiB: {bounded['growth'] / 2**20:.0f} MiB")
     assert free["shape"] == bounded["shape"] == [1024, 1024, 3]
     assert free["growth"] > 400 << 20  # the budget does bind here
+    assert bounded["growth"] <= (400 << 20) + (16 << 20)
+
+
+@needs_clear_refs
+def test_the_arena_for_the_last_pass_stays_within_the_budget(vivid_exact_onnx):
+    """Measured in a subprocess: with tiles small enough that the apply graph's arena fits the budget (256 px
+    tiles, 400 MiB), fast tiling runs its last pass in the arena and the peak still grows by less than the
+    budget; with tiles sized by the budget itself the arena is not used (previous test's case)."""
+    bounded = _peak_growth(vivid_exact_onnx, "onnxruntime", 1024, "400M", tile=256)
+    print(f"budget 400 MiB, 256 px tiles, arena {bounded['apply_arena']}: {bounded['growth'] / 2**20:.0f} MiB")
+    assert bounded["shape"] == [1024, 1024, 3]
+    assert bounded["apply_arena"]
     assert bounded["growth"] <= (400 << 20) + (16 << 20)
