@@ -10,11 +10,11 @@ at 1024²; tiling graph 976 and 925 B/px, each within its model below), Transfor
 FP32, 2 CPU cores; ``tools/memory_per_pixel.py per-pixel`` reproduces them:
 
 * deploy graph, ONNX Runtime CPU: 229 MiB (916 B/px) at 512², 514 MiB (514 B/px) at 1024², 1016 MiB
-  (514 B/px) at 1080x1920; model: 160 MiB + 520 B/px;
+  (514 B/px) at 1080x1920; model: 160 MiB + 520 B/px (+ 64 MiB for malloc's variance: ORT_FIXED);
 * deploy graph, OpenVINO CPU: 143 MiB (570 B/px) at 512², 567 MiB (567 B/px) at 1024², 1120 MiB (566 B/px) at
   1080x1920; model: 32 MiB + 600 B/px;
 * tiling graph, ONNX Runtime CPU: 333 MiB (1332 B/px) at 512², 925 MiB (925 B/px) at 1024², 1833 MiB
-  (927 B/px) at 1080x1920; model: 160 MiB + 930 B/px;
+  (927 B/px) at 1080x1920; model: 160 MiB + 930 B/px (+ 64 MiB, as above);
 * tiling graph, OpenVINO CPU (a model that runs on OpenVINO runs its tiling graph there: faster, and
   OpenVINO keeps more of the graph's intermediate tensors): 590 MiB (2359 B/px) at 512², 2359 MiB (2359 B/px)
   at 1024², 5306 MiB (2358 B/px) at 1536²; model: 32 MiB + 2400 B/px. OpenVINO keeps those buffers after the
@@ -63,30 +63,37 @@ class CallCost:
         return max(0, budget - self.fixed) // max(1, self.per_pixel)
 
 
+#: the fixed part of every ONNX Runtime CPU call: what the measurements above need (160 MiB), plus one glibc
+#: malloc heap (64 MiB). The threads that run a call allocate from per-thread malloc arenas, and which arena
+#: keeps freed memory varies from run to run: the same 512² call of the deploy graph grew the peak by 204-298
+#: MiB over repeated fresh processes (1, 2, 4 or 8 threads alike), always 236 with MALLOC_ARENA_MAX=1
+#: (measured 1 Dec 2026; nst does not change the process's malloc settings, it is a library)
+ORT_FIXED = (160 + 64) << 20
 #: CPU backends, the deploy graph (measured, see the table above)
-CPU_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 520), "openvino": CallCost(32 << 20, 600)}
+CPU_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(ORT_FIXED, 520), "openvino": CallCost(32 << 20, 600)}
 #: the tiling graph on each CPU backend (it also computes every layer's moments)
-TILING_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 930), "openvino": CallCost(32 << 20, 2400)}
+TILING_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(ORT_FIXED, 930), "openvino": CallCost(32 << 20, 2400)}
 #: the statistics graph carried in the tiling graph (fast tiling's pass over a downscaled copy), measured with
 #: ``tools/memory_per_pixel.py per-pixel --backends tiling,tiling-openvino --sizes 1016x1024,2048``: ONNX Runtime
 #: 866 / 769 B/px, OpenVINO 1388 / 1382 B/px
-STATS_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(160 << 20, 870), "openvino": CallCost(32 << 20, 1400)}
+STATS_CALL_COST: dict[str, CallCost] = {"onnxruntime": CallCost(ORT_FIXED, 870), "openvino": CallCost(32 << 20, 1400)}
 #: fast tiling's last pass on ONNX Runtime's CPU with its memory arena (nst_runtime.tiling.open_tiling_graph):
 #: the arena rounds its growth up to powers of two, so the peak per pixel swings with the window's size. Measured
 #: with ``tools/memory_per_pixel.py per-pixel --backends tiling-apply-arena`` (two calls of one window): 1134 /
-#: 1029 / 858 / 900 / 1388 / 1235 / 989 / 1851 / 1627 B/px at 512² / 768² / 1016x1024 / 1300² / 1448² / 1536² /
-#: 1800² / 2048² / 2300², 858 at 1080x1920, 1386 at 1024x2048, 920 at 1400x2600 (without the arena 790-1214).
+#: 1029 / 858 / 900 / 1388 / 1235 / 989 / 1851 / 1627 / 1258 / 1766 B/px at 512² / 768² / 1016x1024 / 1300² /
+#: 1448² / 1536² / 1800² / 2048² / 2300² / 2600² / 2900², 858 at 1080x1920, 1386 at 1024x2048, 920 at 1400x2600
+#: (without the arena 790-940, 1214 at 512²; the arena at most about twice that).
 #: Fast tiling runs the last pass in the arena only where this cost fits the budget; the tiles are still sized
 #: by TILING_CALL_COST, so the arena never makes them smaller
-APPLY_ARENA_CALL_COST = CallCost(160 << 20, 2000)
+APPLY_ARENA_CALL_COST = CallCost(ORT_FIXED, 2000)
 #: network families whose cost differs from TransformerNet's, by (family, backend). AdaIN (Huang & Belongie:
 #: VGG-19 encoder to relu4_1, 64 float32 channels at full resolution, and a decoder back up), measured like the
 #: table above (``tools/memory_per_pixel.py per-pixel --model adain.onnx --backends onnxruntime,adain-style,
 #: openvino --sizes 256,512,768``): the stylize graph on ONNX Runtime CPU 1032 / 1092 / 1171 B/px at 256² / 512²
-#: / 768² (model: 200 MiB + 1200 B/px, over twice TransformerNet's); on OpenVINO 526 / 517 / 550 B/px (within
+#: / 768² (model: 200 MiB + 1200 B/px, over twice TransformerNet's; with ORT_FIXED's malloc heap 264 MiB); on OpenVINO 526 / 517 / 550 B/px (within
 #: TransformerNet's 600); the style graph ("adain-style", ONNX Runtime CPU) 512 B/px at every size.
-FAMILY_CALL_COST: dict[tuple[str, str], CallCost] = {("adain", "onnxruntime"): CallCost(200 << 20, 1200),
-                                                     ("adain-style", "onnxruntime"): CallCost(160 << 20, 520)}
+FAMILY_CALL_COST: dict[tuple[str, str], CallCost] = {("adain", "onnxruntime"): CallCost(ORT_FIXED + (40 << 20), 1200),
+                                                     ("adain-style", "onnxruntime"): CallCost(ORT_FIXED, 520)}
 #: host memory per pixel of a GPU call: uint8 input and output, the padded and cropped copies
 HOST_BYTES_PER_PIXEL = 24
 #: the default budget: this share of the memory available when the model is opened

@@ -46,6 +46,7 @@ from .tiling import (
     DEFAULT_TILE_HALO,
     TilingGraph,
     fast_stats_pixels,
+    fast_window_pixels,
     find_tiling_graph,
     stylize_exact,
     stylize_fast,
@@ -555,10 +556,11 @@ class Stylizer:
                 stats_pixels = min(stats_pixels, stats_cost.pixels_within(budget))
             # what the statistics pass leaves allocated (OpenVINO) beside a tile's call: give it back between
             # the steps only where both together could pass the budget (giving back costs the next image time)
-            window = min(limit_h, ph) * min(limit_w, pw)
-            held = stats_cost.bytes_for(stats_pixels) + cost.bytes_for(window)
+            held = stats_cost.bytes_for(stats_pixels) + cost.bytes_for(min(limit_h, ph) * min(limit_w, pw))
             # ONNX Runtime's arena speeds up the tiles (their buffers reused, not fresh pages) where its larger
-            # peak fits; the tiles are not made smaller for it
+            # peak fits the windows the plan runs (balanced: often smaller than the limits); the tiles are not
+            # made smaller for it
+            window = fast_window_pixels(ph, pw, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo)
             apply_arena = budget is None or APPLY_ARENA_CALL_COST.bytes_for(window) <= budget
             out = stylize_fast(padded, graph, tile_h=limit_h, tile_w=limit_w, halo=self.tile_halo,
                                stats_pixels=stats_pixels, on_tile=on_tile, apply_arena=apply_arena,

@@ -656,6 +656,14 @@ def plan_fast_tiles(height: int, width: int, *, tile_h: int, tile_w: int, halo: 
     return one_window_shape(best[0], height, width), best[1]
 
 
+def fast_window_pixels(height: int, width: int, *, tile_h: int, tile_w: int, halo: int = DEFAULT_FAST_HALO) -> int:
+    """Pixels of each network call of :func:`stylize_fast` on an image of ``height`` x ``width`` (any size: it is
+    padded to multiples of 4 as stylize_fast pads it; every window of a fast plan has one shape)."""
+    up = lambda n: n + (-n) % TILE_MULTIPLE  # noqa: E731
+    plan, _ = plan_fast_tiles(up(height), up(width), tile_h=tile_h, tile_w=tile_w, halo=halo)
+    return plan[0].window.h * plan[0].window.w
+
+
 def one_window_shape(plan: Sequence[CoreTile], height: int, width: int) -> list[CoreTile]:
     """``plan`` with every window grown (within the image) to the largest window's size: the same cores with
     a little more context, and one input shape for every call (OpenVINO prepares each new shape on its first

@@ -590,7 +590,17 @@ def test_the_last_pass_runs_with_onnx_runtimes_arena_when_asked_and_gives_it_bac
     assert tiles > 1 and calls == [False] * (tiles - 1) + [True]
 
 
-def test_the_arena_is_onnx_runtime_cpu_only_and_others_ignore_the_request(vivid_exact_onnx, make_image):
+def test_the_arena_is_for_onnx_runtimes_cpu_provider_alone(vivid_exact_onnx):
+    """Only a CPU-only ONNX Runtime graph gets the arena session (``providers`` as names or as (name, options)):
+    with a GPU provider first the graph's memory is the device's, and the arena is not offered."""
+    from nst_runtime.tiling import open_tiling_graph, tiling_graph_path
+
+    path = tiling_graph_path(vivid_exact_onnx)
+    assert open_tiling_graph(path, providers=[("CPUExecutionProvider", {})]).has_apply_arena
+    assert not open_tiling_graph(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]).has_apply_arena
+
+
+def test_openvino_ignores_the_request_for_an_arena(vivid_exact_onnx, make_image):
     """OpenVINO has no such arena: ``apply_arena`` changes nothing there (same output, no extra session)."""
     pytest.importorskip("openvino")
     from nst_runtime.tiling import APPLY_ARENA_KEY, open_tiling_graph, tiling_graph_path
@@ -613,15 +623,20 @@ def test_a_last_pass_that_stops_early_closes_the_arena_session(vivid_exact_onnx,
     g = open_tiling_graph(path, providers=["CPUExecutionProvider"])
     x = make_image(96, 128, seed=23)
 
+    open_when_cancelled: list[bool] = []
+
     def cancel_after_the_first_tile(done, total):
         if done == 2:  # the statistics pass, then one tile
+            open_when_cancelled.append(APPLY_ARENA_KEY in g._embedded)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         stylize_fast(x, g, tile_h=64, tile_w=64, halo=16, use_stems=False, apply_arena=True,
                      on_tile=cancel_after_the_first_tile)
-    assert APPLY_ARENA_KEY not in g._embedded
+    assert open_when_cancelled == [True]  # the arena session ran the first tile ...
+    assert APPLY_ARENA_KEY not in g._embedded  # ... and was closed by the cancel
     again = stylize_fast(x, g, tile_h=64, tile_w=64, halo=16, apply_arena=True)
+    assert APPLY_ARENA_KEY in g._embedded
     fresh = stylize_fast(x, open_tiling_graph(path, providers=["CPUExecutionProvider"]), tile_h=64, tile_w=64,
                          halo=16)
     np.testing.assert_array_equal(again, fresh)
@@ -630,18 +645,24 @@ def test_a_last_pass_that_stops_early_closes_the_arena_session(vivid_exact_onnx,
 def test_the_stylizer_runs_the_last_pass_in_the_arena_only_where_its_cost_fits_the_budget(
         vivid_exact_onnx, make_image, monkeypatch):
     """The arena's peak is up to twice the apply graph's (APPLY_ARENA_CALL_COST): the stylizer asks for it where
-    a window at that cost fits the call budget (or there is no budget), and never shrinks the tiles for it."""
+    the plan's windows (216x216 here: balanced, smaller than the 256 px limit) at that cost fit the call budget
+    (or there is no budget), and never shrinks the tiles for it."""
     import nst_runtime.stylizer as stylizer_module
     from nst_runtime.memory import APPLY_ARENA_CALL_COST, TILING_CALL_COST
+    from nst_runtime.tiling import DEFAULT_FAST_HALO, fast_window_pixels
 
     seen: list[tuple[bool, int]] = []
     real = stylizer_module.stylize_fast
     monkeypatch.setattr(stylizer_module, "stylize_fast",
                         lambda *a, **k: (seen.append((k["apply_arena"], k["tile_h"])), real(*a, **k))[1])
     x = make_image(512, 512, seed=24)
-    window = 256 * 256
+    window = fast_window_pixels(512, 512, tile_h=256, tile_w=256, halo=DEFAULT_FAST_HALO)
+    assert window == 216 * 216
     fits = APPLY_ARENA_CALL_COST.bytes_for(window)
-    tight = (TILING_CALL_COST["onnxruntime"].bytes_for(window) + fits) // 2  # the tile fits, the arena does not
+    assert APPLY_ARENA_CALL_COST.bytes_for(256 * 256) > fits + (1 << 20)  # priced by the limit it would not fit
+    tile_fits = TILING_CALL_COST["onnxruntime"].bytes_for(256 * 256)  # what keeps the tiles at 256
+    assert tile_fits < fits
+    tight = (tile_fits + fits) // 2  # the tile fits, the arena does not
     for limit, want in (("none", True), (fits + (1 << 20), True), (tight, False)):
         seen.clear()
         with Stylizer.open(vivid_exact_onnx, device="cpu", backend="onnxruntime", tile=256,

@@ -152,13 +152,17 @@ needs_clear_refs = pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.
 @needs_clear_refs
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_the_estimate_bounds_the_measured_peak(vivid_exact_onnx, backend):
-    """Measured in a subprocess: one untiled 512x512 call grows the peak by less than its estimate."""
+    """Measured in subprocesses: one untiled 512x512 call grows the peak by less than its estimate, in each of
+    four fresh processes (ONNX Runtime's peak varies between runs with which malloc arena keeps freed memory:
+    204-298 MiB seen; one run alone let the former 160 MiB fixed part pass now and then)."""
     if backend == "openvino":
         pytest.importorskip("openvino")
-    free = _peak_growth(vivid_exact_onnx, backend, 512, "none")
-    print(f"{backend} 512x512: peak growth {free['growth'] / 2**20:.0f} MiB, estimate {free['estimate'] / 2**20:.0f}")
-    assert free["shape"] == [512, 512, 3]
-    assert 0.3 * free["estimate"] < free["growth"] <= free["estimate"]
+    runs = [_peak_growth(vivid_exact_onnx, backend, 512, "none") for _ in range(4)]
+    print(f"{backend} 512x512: peak growth {[r['growth'] >> 20 for r in runs]} MiB, "
+          f"estimate {runs[0]['estimate'] >> 20}")
+    for free in runs:
+        assert free["shape"] == [512, 512, 3]
+        assert 0.3 * free["estimate"] < free["growth"] <= free["estimate"]
 
 
 @needs_clear_refs
@@ -173,6 +177,7 @@ def test_peak_memory_stays_within_the_budget(vivid_exact_onnx):
     assert free["shape"] == bounded["shape"] == [1024, 1024, 3]
     assert free["growth"] > 400 << 20  # the budget does bind here
     assert bounded["growth"] <= (400 << 20) + (16 << 20)
+    assert not bounded["apply_arena"]  # tiles sized by the budget leave the arena no room
 
 
 @needs_clear_refs
@@ -185,3 +190,43 @@ def test_the_arena_for_the_last_pass_stays_within_the_budget(vivid_exact_onnx):
     assert bounded["shape"] == [1024, 1024, 3]
     assert bounded["apply_arena"]
     assert bounded["growth"] <= (400 << 20) + (16 << 20)
+
+
+ARENA_CHILD = r"""
+import json, sys
+import numpy as np
+from pathlib import Path
+from nst_runtime.tiling import open_tiling_graph
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key))
+g = open_tiling_graph(Path(sys.argv[1]), providers=["CPUExecutionProvider"])
+h, w = int(sys.argv[2]), int(sys.argv[3])
+x = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+m, v = np.zeros(1600, np.float32), np.ones(1600, np.float32)
+apply = g.applier(m, v, arena=True)
+apply(x[:32, :32], last=True)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = status("VmRSS:")
+apply(x)
+apply(x)
+print(json.dumps({"growth": status("VmHWM:") - before}))
+"""
+
+
+@needs_clear_refs
+@pytest.mark.parametrize("h,w", [(1016, 1024), (512, 1448)])
+def test_the_arenas_cost_bounds_the_measured_peak_of_the_last_pass(vivid_exact_onnx, h, w):
+    """Measured in a subprocess: two calls of fast tiling's last pass in ONNX Runtime's arena grow the peak by
+    less than APPLY_ARENA_CALL_COST says (the stylizer's choice to use the arena rests on it)."""
+    from nst_runtime.memory import APPLY_ARENA_CALL_COST, TILING_CALL_COST
+    from nst_runtime.tiling import tiling_graph_path
+
+    res = subprocess.run([sys.executable, "-c", ARENA_CHILD, str(tiling_graph_path(vivid_exact_onnx)), str(h), str(w)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    growth = json.loads(res.stdout.strip().splitlines()[-1])["growth"]
+    print(f"{h}x{w}: arena peak growth {growth / 2**20:.0f} MiB ({growth / (h * w):.0f} B/px), "
+          f"estimate {APPLY_ARENA_CALL_COST.bytes_for(h * w) / 2**20:.0f} MiB")
+    assert TILING_CALL_COST["onnxruntime"].per_pixel * h * w / 2 < growth <= APPLY_ARENA_CALL_COST.bytes_for(h * w)
