@@ -91,11 +91,12 @@ CHILD_BUDGET = r"""
 import json, logging, resource, sys, time
 import numpy as np
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-model, h, w, limit, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+model, h, w, limit, mode, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 from nst_runtime import Stylizer
 from nst_runtime.memory import available_memory
 available = available_memory()
-s = Stylizer.open(model, device="cpu", memory_limit=None if limit == "default" else limit, tile_mode=mode)
+s = Stylizer.open(model, device="cpu", backend=backend, memory_limit=None if limit == "default" else limit,
+                  tile_mode=mode)
 x = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 opened = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t = time.perf_counter()
@@ -105,6 +106,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"h": h, "w": w, "backend": s.backend, "tiled": s._needs_tiles(h, w), "mode": s.tiling_mode,
                   "memory_limit": s.memory_limit, "available_at_open": available, "peak_after_open": opened,
                   "peak_rss": peak, "estimate_untiled": s.estimate_call_bytes(1, h, w),
+                  "apply_arena": "nst.tiling.apply+arena" in getattr(s._tiling, "_embedded", {}),
                   "seconds": round(seconds, 1), "out_shape": list(out.shape)}))
 """
 
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also adain-style: an AdaIN model's style graph (AdaIN models get a 64x64 style image)")
     p.add_argument("--memory-limit", default="default", help="budget mode: 'default' or a size such as 4G")
     p.add_argument("--tile-mode", default="fast", choices=("fast", "exact"))
+    p.add_argument("--backend", default="auto", help="budget mode: the Stylizer's backend (auto, onnxruntime, openvino)")
     p.add_argument("--timeout", type=float, default=7200)
     p.add_argument("--json", type=Path, help="write the records here")
     args = p.parse_args(argv)
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['bytes_per_pixel']} B/px ({(r['peak_after'] - r['peak_before']) / 2**20:.0f} MiB), "
                       f"{r['seconds']} s"), flush=True)
         else:
-            r = _run(CHILD_BUDGET, [str(args.model), str(h), str(w), args.memory_limit, args.tile_mode], args.timeout)
+            r = _run(CHILD_BUDGET, [str(args.model), str(h), str(w), args.memory_limit, args.tile_mode, args.backend],
+                     args.timeout)
             records.append(r)
             print(f"{h}x{w}: " + (r["error"] if "error" in r else
                   f"peak RSS {r['peak_rss'] / 2**30:.2f} GiB, budget {(r['memory_limit'] or 0) / 2**30:.2f} GiB "
