@@ -518,41 +518,6 @@ def test_openvino_keeps_the_last_baked_apply_graph_until_the_next_image_or_a_rel
     assert second() is None
 
 
-def test_onnx_runtime_stems_give_their_arena_back_after_each_pass(vivid_exact_onnx, make_image):
-    """On ONNX Runtime's CPU the stems run with the memory arena (calls after the first reuse its pages), and
-    the last call of each stem pass, in fast and in exact mode, asks for it to be shrunk, so that it never
-    sits beside the next pass; the tiling graph runs without it, the apply graph only when asked (next test)."""
-    from nst_runtime.tiling import APPLY_ARENA_KEY, STEM_KEY, open_tiling_graph, tiling_graph_path
-
-    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"])
-    assert g._arena_keys == {STEM_KEY.format(depth=1), STEM_KEY.format(depth=2), APPLY_ARENA_KEY}
-    calls: list[tuple[int, bool]] = []
-
-    class Recording:
-        def __init__(self, depth, session):
-            self.depth, self.session = depth, session
-
-        def get_inputs(self):
-            return self.session.get_inputs()
-
-        def run(self, names, feed, options=None):
-            shrink = options is not None and \
-                options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
-            calls.append((self.depth, shrink))
-            return self.session.run(names, feed, options)
-
-    for depth in (1, 2):
-        g._embedded[STEM_KEY.format(depth=depth)] = Recording(depth, g._opened(STEM_KEY.format(depth=depth)))
-    x = make_image(96, 128, seed=16)
-    for run in (lambda: stylize_fast(x, g, tile_h=64, tile_w=64, halo=16),
-                lambda: stylize_exact(x, g, tile_h=64, tile_w=64, halo=16)):
-        calls.clear()
-        run()
-        for depth in (1, 2):
-            shrinks = [shrink for d, shrink in calls if d == depth]
-            assert len(shrinks) > 1 and shrinks == [False] * (len(shrinks) - 1) + [True]
-
-
 class _ShrinkRecording:
     """An ONNX Runtime session that records, per call, whether the run options asked to shrink the arena."""
 
@@ -566,6 +531,28 @@ class _ShrinkRecording:
         self.calls.append(options is not None and
                           options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0")
         return self.session.run(names, feed, options)
+
+
+def test_onnx_runtime_stems_give_their_arena_back_after_each_pass(vivid_exact_onnx, make_image):
+    """On ONNX Runtime's CPU the stems run with the memory arena (calls after the first reuse its pages), and
+    the last call of each stem pass, in fast and in exact mode, asks for it to be shrunk, so that it never
+    sits beside the next pass; the tiling graph runs without it, the apply graph only when asked (next test)."""
+    from nst_runtime.tiling import APPLY_ARENA_KEY, STEM_KEY, open_tiling_graph, tiling_graph_path
+
+    g = open_tiling_graph(tiling_graph_path(vivid_exact_onnx), providers=["CPUExecutionProvider"])
+    assert g._arena_keys == {STEM_KEY.format(depth=1), STEM_KEY.format(depth=2), APPLY_ARENA_KEY}
+    calls: dict[int, list[bool]] = {1: [], 2: []}
+    for depth in (1, 2):
+        g._embedded[STEM_KEY.format(depth=depth)] = _ShrinkRecording(g._opened(STEM_KEY.format(depth=depth)),
+                                                                     calls[depth])
+    x = make_image(96, 128, seed=16)
+    for run in (lambda: stylize_fast(x, g, tile_h=64, tile_w=64, halo=16),
+                lambda: stylize_exact(x, g, tile_h=64, tile_w=64, halo=16)):
+        for shrinks in calls.values():
+            shrinks.clear()
+        run()
+        for shrinks in calls.values():
+            assert len(shrinks) > 1 and shrinks == [False] * (len(shrinks) - 1) + [True]
 
 
 def test_the_last_pass_runs_with_onnx_runtimes_arena_when_asked_and_gives_it_back(vivid_exact_onnx, make_image):
