@@ -659,8 +659,8 @@ def plan_fast_tiles(height: int, width: int, *, tile_h: int, tile_w: int, halo: 
 def fast_window_pixels(height: int, width: int, *, tile_h: int, tile_w: int, halo: int = DEFAULT_FAST_HALO) -> int:
     """Pixels of each network call of :func:`stylize_fast` on an image of ``height`` x ``width`` (any size: it is
     padded to multiples of 4 as stylize_fast pads it; every window of a fast plan has one shape)."""
-    up = lambda n: n + (-n) % TILE_MULTIPLE  # noqa: E731
-    plan, _ = plan_fast_tiles(up(height), up(width), tile_h=tile_h, tile_w=tile_w, halo=halo)
+    plan, _ = plan_fast_tiles(height + (-height) % TILE_MULTIPLE, width + (-width) % TILE_MULTIPLE, tile_h=tile_h,
+                              tile_w=tile_w, halo=halo)
     return plan[0].window.h * plan[0].window.w
 
 
