@@ -94,6 +94,7 @@ logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 model, h, w, limit, mode, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 from nst_runtime import Stylizer
 from nst_runtime.memory import available_memory
+from nst_runtime.tiling import APPLY_ARENA_KEY
 available = available_memory()
 s = Stylizer.open(model, device="cpu", backend=backend, memory_limit=None if limit == "default" else limit,
                   tile_mode=mode)
@@ -106,7 +107,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"h": h, "w": w, "backend": s.backend, "tiled": s._needs_tiles(h, w), "mode": s.tiling_mode,
                   "memory_limit": s.memory_limit, "available_at_open": available, "peak_after_open": opened,
                   "peak_rss": peak, "estimate_untiled": s.estimate_call_bytes(1, h, w),
-                  "apply_arena": "nst.tiling.apply+arena" in getattr(s._tiling, "_embedded", {}),
+                  "apply_arena": APPLY_ARENA_KEY in getattr(s._tiling, "_embedded", {}),
                   "seconds": round(seconds, 1), "out_shape": list(out.shape)}))
 """
 

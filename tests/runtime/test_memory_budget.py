@@ -105,22 +105,27 @@ def test_batches_are_split_to_fit_the_budget(vivid_onnx, make_image, monkeypatch
         assert np.abs(a.astype(int) - b).max() <= 1
 
 
-CHILD = r"""
-import json, sys
-import numpy as np
-from nst_runtime import Stylizer
+#: what every child below measures with: the peak of what follows ``reset_peak()`` only
+PEAK = r"""
 def _status(key):
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(key):
                 return int(line.split()[1]) * 1024
 def reset_peak():
-    # the peak of what follows only: Linux resets VmHWM to the current RSS (clear_refs 5)
+    # Linux resets VmHWM to the current RSS (clear_refs 5)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return _status("VmRSS:")
 def peak():
     return _status("VmHWM:")
+"""
+
+CHILD = PEAK + r"""
+import json, sys
+import numpy as np
+from nst_runtime import Stylizer
+from nst_runtime.tiling import APPLY_ARENA_KEY
 model, backend, size, limit, tile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 with Stylizer.open(model, device="cpu", backend=backend, memory_limit=limit,
                    tile=None if tile == "none" else int(tile)) as s:
@@ -133,7 +138,7 @@ with Stylizer.open(model, device="cpu", backend=backend, memory_limit=limit,
     estimate = s.estimate_call_bytes(1, size, size)
     embedded = getattr(s._tiling, "_embedded", {})
 print(json.dumps({"growth": after - before, "estimate": estimate, "limit": s.memory_limit,
-                  "shape": list(out.shape), "apply_arena": "nst.tiling.apply+arena" in embedded}))
+                  "shape": list(out.shape), "apply_arena": APPLY_ARENA_KEY in embedded}))
 """
 
 
@@ -192,26 +197,21 @@ def test_the_arena_for_the_last_pass_stays_within_the_budget(vivid_exact_onnx):
     assert bounded["growth"] <= (400 << 20) + (16 << 20)
 
 
-ARENA_CHILD = r"""
+ARENA_CHILD = PEAK + r"""
 import json, sys
 import numpy as np
 from pathlib import Path
 from nst_runtime.tiling import open_tiling_graph
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key))
 g = open_tiling_graph(Path(sys.argv[1]), providers=["CPUExecutionProvider"])
 h, w = int(sys.argv[2]), int(sys.argv[3])
 x = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 m, v = np.zeros(1600, np.float32), np.ones(1600, np.float32)
 apply = g.applier(m, v, arena=True)
 apply(x[:32, :32], last=True)
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-before = status("VmRSS:")
+before = reset_peak()
 apply(x)
 apply(x)
-print(json.dumps({"growth": status("VmHWM:") - before}))
+print(json.dumps({"growth": peak() - before}))
 """
 
 
